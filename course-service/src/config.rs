@@ -1,0 +1,303 @@
+//! course-service configuration: `configs/course-service.toml`, then environment overrides
+//! (`MONGODB_URI`, `MC_ADMIN_TOKEN`, `MC_LISTEN`), then `--listen`. Validated once at start-up;
+//! a bad value stops the process with an error naming the file and field.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use shared::config::ConfigError;
+
+/// Where an instance listens when nothing says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
+/// A local single-node server, as `scripts/up` starts it.
+pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
+pub const DEFAULT_DATABASE: &str = "microcourses";
+/// How long the driver looks for a usable server before an operation fails. Short, so a dead
+/// database turns into a quick 503 instead of a request hanging for the driver's 30 s default.
+pub const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upper bound on any one database operation, retries included.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of the `/readyz` database ping: shorter than a proxy's probe timeout.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_millis(800);
+/// A course is at most ~6 KB of JSON; 64 KiB leaves room and stops abuse early.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Upper bound on a whole request inside the service.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a draining instance waits for in-flight requests after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The file as written; every field has a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub mongodb: MongoSection,
+    pub http: HttpSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MongoSection {
+    pub uri: String,
+    pub database: String,
+    #[serde(with = "humantime_serde")]
+    pub server_selection_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
+}
+
+impl Default for MongoSection {
+    fn default() -> Self {
+        MongoSection {
+            uri: DEFAULT_MONGODB_URI.into(),
+            database: DEFAULT_DATABASE.into(),
+            server_selection_timeout: DEFAULT_SERVER_SELECTION_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    pub max_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// The validated configuration the service runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// MongoDB connection string (a replica set or Atlas in production).
+    pub mongodb_uri: String,
+    /// Database holding the `courses` collection.
+    pub database: String,
+    pub server_selection_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub ready_timeout: Duration,
+    /// Largest accepted request body; larger gets 413.
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// Bearer token required for writes; `None` refuses every write.
+    pub admin_token: Option<String>,
+}
+
+/// The environment variables the service reads, captured once so tests can pass their own.
+#[derive(Debug, Default, Clone)]
+pub struct Env {
+    pub mongodb_uri: Option<String>,
+    pub admin_token: Option<String>,
+    pub listen: Option<String>,
+}
+
+impl Env {
+    /// Reads `MONGODB_URI`, `MC_ADMIN_TOKEN` and `MC_LISTEN` (empty counts as unset).
+    pub fn from_process() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Env {
+            mongodb_uri: var("MONGODB_URI"),
+            admin_token: var("MC_ADMIN_TOKEN"),
+            listen: var("MC_LISTEN"),
+        }
+    }
+}
+
+/// The shortest admin token accepted: shorter ones are guessable.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+impl Config {
+    /// Loads `path` (if given), applies `env` and the `--listen` flag, and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: &Env,
+        listen_flag: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let (file, origin): (FileConfig, &Path) = match path {
+            Some(p) => (shared::config::load(p)?, p),
+            None => (FileConfig::default(), Path::new("<defaults>")),
+        };
+        Config::resolve(file, origin, env, listen_flag)
+    }
+
+    /// Applies overrides to a parsed file and validates every field.
+    pub fn resolve(
+        file: FileConfig,
+        origin: &Path,
+        env: &Env,
+        listen_flag: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let (listen_src, listen_text) = match (listen_flag, &env.listen, &file.listen) {
+            (Some(flag), _, _) => ("--listen", flag.to_string()),
+            (None, Some(var), _) => ("MC_LISTEN", var.clone()),
+            (None, None, Some(f)) => ("listen", f.clone()),
+            (None, None, None) => ("listen", DEFAULT_LISTEN.to_string()),
+        };
+        let listen: SocketAddr = listen_text.parse().map_err(|e| {
+            ConfigError::field(
+                origin,
+                listen_src,
+                format!("`{listen_text}` is not an IP:port address ({e})"),
+            )
+        })?;
+
+        let (uri_src, mongodb_uri) = match &env.mongodb_uri {
+            Some(uri) => ("MONGODB_URI", uri.clone()),
+            None => ("mongodb.uri", file.mongodb.uri.clone()),
+        };
+        if !(mongodb_uri.starts_with("mongodb://") || mongodb_uri.starts_with("mongodb+srv://")) {
+            return Err(ConfigError::field(
+                origin,
+                uri_src,
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        let database = file.mongodb.database.trim().to_string();
+        if database.is_empty() || database.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(ConfigError::field(
+                origin,
+                "mongodb.database",
+                format!("`{database}` is not a valid database name"),
+            ));
+        }
+        let positive = |field: &str, d: Duration| {
+            if d.is_zero() {
+                Err(ConfigError::field(origin, field, "must be greater than 0"))
+            } else {
+                Ok(d)
+            }
+        };
+        let m = &file.mongodb;
+        let h = &file.http;
+        if h.max_body_bytes == 0 {
+            return Err(ConfigError::field(
+                origin,
+                "http.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        let admin_token = env.admin_token.clone();
+        if let Some(token) = &admin_token {
+            if token.len() < MIN_ADMIN_TOKEN_LEN {
+                return Err(ConfigError::field(
+                    origin,
+                    "MC_ADMIN_TOKEN",
+                    format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                ));
+            }
+        }
+        Ok(Config {
+            listen,
+            mongodb_uri,
+            database,
+            server_selection_timeout: positive(
+                "mongodb.server_selection_timeout",
+                m.server_selection_timeout,
+            )?,
+            connect_timeout: positive("mongodb.connect_timeout", m.connect_timeout)?,
+            operation_timeout: positive("mongodb.operation_timeout", m.operation_timeout)?,
+            ready_timeout: positive("mongodb.ready_timeout", m.ready_timeout)?,
+            max_body_bytes: h.max_body_bytes,
+            request_timeout: positive("http.request_timeout", h.request_timeout)?,
+            shutdown_grace: positive("http.shutdown_grace", h.shutdown_grace)?,
+            admin_token,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let path = Path::new("course-service.toml");
+        let file = shared::config::parse(path, text)?;
+        Config::resolve(file, path, &Env::default(), None)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.operation_timeout, DEFAULT_OPERATION_TIMEOUT);
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn durations_are_strings() {
+        let c = parse("[mongodb]\noperation_timeout = \"250ms\"\n").unwrap();
+        assert_eq!(c.operation_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_listen_names_the_field() {
+        let err = parse("listen = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.contains("`listen`") && err.contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_position() {
+        let err = parse("[http]\nmax_body = 3\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 1)));
+        assert!(err.message.contains("max_body"), "{}", err.message);
+    }
+
+    #[test]
+    fn zero_duration_is_refused() {
+        let err = parse("[mongodb]\nready_timeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mongodb.ready_timeout"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flag_overrides_env() {
+        let path = Path::new("f.toml");
+        let file: FileConfig = shared::config::parse(path, "listen = \"127.0.0.1:1\"\n").unwrap();
+        let env = Env {
+            mongodb_uri: Some("mongodb://db.example:27017".into()),
+            admin_token: Some("0123456789abcdef".into()),
+            listen: Some("127.0.0.1:2".into()),
+        };
+        let c = Config::resolve(file, path, &env, Some("127.0.0.1:3")).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.mongodb_uri, "mongodb://db.example:27017");
+        assert_eq!(c.admin_token.as_deref(), Some("0123456789abcdef"));
+    }
+
+    #[test]
+    fn short_token_is_refused() {
+        let env = Env {
+            admin_token: Some("short".into()),
+            ..Env::default()
+        };
+        let err = Config::resolve(FileConfig::default(), Path::new("f"), &env, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MC_ADMIN_TOKEN"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! course-service: the MicroCourses catalogue as a stateless HTTP service.
+//!
+//! Start reading at [`server::run`] (what `course-service serve` does), then [`app::router`]
+//! for the routes and [`routes::courses`] for the handlers. Input is checked at the edge by
+//! [`extract`] (auth, body) and [`query`] (listing parameters), against the rules in
+//! [`model`]; [`store`] is the only module that talks to MongoDB; [`error`] decides every
+//! error status. [`cluster`] runs and supervises N instances; [`seed`] loads the catalogue.
+
+pub mod app;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod model;
+pub mod query;
+pub mod routes;
+pub mod seed;
+pub mod server;
+pub mod store;

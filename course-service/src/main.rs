@@ -1,0 +1,112 @@
+//! The `course-service` command: `serve`, `cluster`, `seed`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use course_service::cluster::{self, ClusterSpec};
+use course_service::config::{Config, Env};
+use course_service::{seed, server, store};
+
+#[derive(Parser)]
+#[command(
+    name = "course-service",
+    version,
+    about = "The MicroCourses course catalogue service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API on one address.
+    Serve {
+        /// Configuration file (TOML); every field has a default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the file and MC_LISTEN.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run and supervise N `serve` workers on consecutive ports.
+    Cluster {
+        #[arg(long, default_value_t = 3)]
+        instances: u16,
+        #[arg(long, default_value_t = 9001)]
+        base_port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Load courses from a JSON file (idempotent: existing slugs are left alone).
+    Seed {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    shared::telemetry::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, listen } => match load_config(config, listen.as_deref()) {
+            Ok(cfg) => server::run(cfg, shared::shutdown::signal()).await,
+            Err(e) => Err(e),
+        },
+        Command::Cluster {
+            instances,
+            base_port,
+            host,
+            config,
+        } => {
+            // Validate once here, so a bad file fails the cluster rather than crash-loop N workers.
+            match load_config(config.clone(), Some(&format!("{host}:{base_port}"))) {
+                Ok(_) => {
+                    let spec = ClusterSpec {
+                        instances,
+                        base_port,
+                        host,
+                        config,
+                    };
+                    cluster::run(spec, shared::shutdown::signal()).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Seed { file, config } => run_seed(file, config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("course-service: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<PathBuf>, listen: Option<&str>) -> Result<Config, String> {
+    Config::load(path.as_deref(), &Env::from_process(), listen).map_err(|e| e.to_string())
+}
+
+async fn run_seed(file: PathBuf, config: Option<PathBuf>) -> Result<(), String> {
+    let cfg = load_config(config, None)?;
+    let courses = seed::read(&file)?;
+    let client = store::connect(&cfg).await.map_err(|e| e.to_string())?;
+    let metrics = course_service::metrics::Metrics::new();
+    let st = store::CourseStore::new(&client, &cfg.database, cfg.operation_timeout, metrics);
+    let report = seed::load(&st, courses).await?;
+    println!(
+        "seeded {}: {} new, {} already present",
+        file.display(),
+        report.inserted,
+        report.already_present
+    );
+    client.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Prometheus metrics of one instance: HTTP requests by route and status, request latency,
+//! database operation latency and errors. Each `AppState` owns its registry, so several
+//! instances (as in tests) never share counters.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: from a cache hit (sub-millisecond) to a request timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `http_requests_total{method,route,status}`.
+    pub http_requests: IntCounterVec,
+    /// `http_request_duration_seconds{method,route}`.
+    pub http_duration: HistogramVec,
+    /// `db_operation_duration_seconds{op}`.
+    pub db_duration: HistogramVec,
+    /// `db_operation_errors_total{op,kind}`.
+    pub db_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("course_service".into()), None)
+            .expect("static registry prefix is valid");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by method, route and status",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route"],
+        )
+        .expect("valid metric");
+        let db_duration = HistogramVec::new(
+            HistogramOpts::new("db_operation_duration_seconds", "MongoDB operation latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .expect("valid metric");
+        let db_errors = IntCounterVec::new(
+            Opts::new(
+                "db_operation_errors_total",
+                "MongoDB operations that failed",
+            ),
+            &["op", "kind"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(db_duration.clone()),
+            Box::new(db_errors.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            db_duration,
+            db_errors,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,502 @@
+//! The course: how it is stored, how it is shown, and the rules a write must satisfy.
+//!
+//! Input types (`CourseInput`, `CoursePatch`) reject unknown fields at parse time; `validate`
+//! then checks every rule and reports *all* broken ones at once, so a bad request never
+//! reaches the database.
+
+use mongodb::bson::{oid::ObjectId, DateTime};
+use serde::{Deserialize, Serialize};
+
+pub const TITLE_MAX: usize = 120;
+pub const SLUG_MAX: usize = 120;
+pub const DESCRIPTION_MAX: usize = 5000;
+pub const INSTRUCTOR_MAX: usize = 100;
+pub const DURATION_MIN: i64 = 1;
+pub const DURATION_MAX: i64 = 10_000;
+pub const TAGS_MAX: usize = 10;
+pub const TAG_MAX: usize = 30;
+/// A million dollars: far above any course, low enough to catch a unit mistake.
+pub const PRICE_MAX_CENTS: i64 = 100_000_000;
+
+/// Difficulty of a course.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Beginner,
+    Intermediate,
+    Advanced,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Beginner, Level::Intermediate, Level::Advanced];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Beginner => "beginner",
+            Level::Intermediate => "intermediate",
+            Level::Advanced => "advanced",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        Level::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+/// A course as stored in the `courses` collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CourseDoc {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub title: String,
+    /// Lower-cased, whitespace-collapsed title: its unique index makes titles unique
+    /// regardless of case.
+    pub title_key: String,
+    pub slug: String,
+    pub description: String,
+    pub instructor: String,
+    pub duration_minutes: i64,
+    pub level: Level,
+    pub tags: Vec<String>,
+    pub price_cents: i64,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+    /// Bumped on every update; the `If-Match` precondition compares against it.
+    pub version: i64,
+}
+
+/// A course as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Course {
+    pub id: String,
+    pub title: String,
+    pub slug: String,
+    pub description: String,
+    pub instructor: String,
+    pub duration_minutes: i64,
+    pub level: Level,
+    pub tags: Vec<String>,
+    pub price_cents: i64,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+    pub version: i64,
+}
+
+impl From<CourseDoc> for Course {
+    fn from(d: CourseDoc) -> Self {
+        Course {
+            id: d.id.to_hex(),
+            title: d.title,
+            slug: d.slug,
+            description: d.description,
+            instructor: d.instructor,
+            duration_minutes: d.duration_minutes,
+            level: d.level,
+            tags: d.tags,
+            price_cents: d.price_cents,
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+            version: d.version,
+        }
+    }
+}
+
+fn rfc3339(t: DateTime) -> String {
+    t.try_to_rfc3339_string()
+        .unwrap_or_else(|_| t.timestamp_millis().to_string())
+}
+
+impl Course {
+    /// The strong entity tag of this representation: it changes with every update.
+    pub fn etag(&self) -> String {
+        etag_for_version(self.version)
+    }
+}
+
+/// `"v{version}"`, the ETag for a course at `version`.
+pub fn etag_for_version(version: i64) -> String {
+    format!("\"v{version}\"")
+}
+
+/// The body of `POST /api/courses` and `PUT /api/courses/{id}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CourseInput {
+    pub title: String,
+    /// Derived from the title on create when absent; kept as is on PUT when absent.
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    pub instructor: String,
+    pub duration_minutes: i64,
+    pub level: Level,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub price_cents: i64,
+}
+
+/// The body of `PATCH /api/courses/{id}`: every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoursePatch {
+    pub title: Option<String>,
+    pub slug: Option<String>,
+    pub description: Option<String>,
+    pub instructor: Option<String>,
+    pub duration_minutes: Option<i64>,
+    pub level: Option<Level>,
+    pub tags: Option<Vec<String>>,
+    pub price_cents: Option<i64>,
+}
+
+/// The writable fields of a course after validation and normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidCourse {
+    pub title: String,
+    pub title_key: String,
+    pub slug: String,
+    pub description: String,
+    pub instructor: String,
+    pub duration_minutes: i64,
+    pub level: Level,
+    pub tags: Vec<String>,
+    pub price_cents: i64,
+}
+
+/// One broken rule: which field, and what a person should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// The fields a write can set, before validation.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub title: String,
+    pub slug: Option<String>,
+    pub description: String,
+    pub instructor: String,
+    pub duration_minutes: i64,
+    pub level: Level,
+    pub tags: Vec<String>,
+    pub price_cents: i64,
+}
+
+impl From<CourseInput> for Draft {
+    fn from(i: CourseInput) -> Self {
+        Draft {
+            title: i.title,
+            slug: i.slug,
+            description: i.description,
+            instructor: i.instructor,
+            duration_minutes: i.duration_minutes,
+            level: i.level,
+            tags: i.tags,
+            price_cents: i.price_cents,
+        }
+    }
+}
+
+impl Draft {
+    /// The current state of a stored course, to apply a PATCH or PUT onto.
+    pub fn from_doc(d: &CourseDoc) -> Self {
+        Draft {
+            title: d.title.clone(),
+            slug: Some(d.slug.clone()),
+            description: d.description.clone(),
+            instructor: d.instructor.clone(),
+            duration_minutes: d.duration_minutes,
+            level: d.level,
+            tags: d.tags.clone(),
+            price_cents: d.price_cents,
+        }
+    }
+
+    /// Overwrites the fields the patch names.
+    pub fn apply(mut self, p: CoursePatch) -> Self {
+        if let Some(v) = p.title {
+            self.title = v;
+        }
+        if let Some(v) = p.slug {
+            self.slug = Some(v);
+        }
+        if let Some(v) = p.description {
+            self.description = v;
+        }
+        if let Some(v) = p.instructor {
+            self.instructor = v;
+        }
+        if let Some(v) = p.duration_minutes {
+            self.duration_minutes = v;
+        }
+        if let Some(v) = p.level {
+            self.level = v;
+        }
+        if let Some(v) = p.tags {
+            self.tags = v;
+        }
+        if let Some(v) = p.price_cents {
+            self.price_cents = v;
+        }
+        self
+    }
+
+    /// Checks every rule, normalises (trims, lower-cases tags, derives the slug), and returns
+    /// either a course ready to store or every broken rule.
+    pub fn validate(self) -> Result<ValidCourse, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut err =
+            |field: &'static str, message: String| errors.push(FieldError { field, message });
+
+        let title = collapse_spaces(&self.title);
+        let title_len = title.chars().count();
+        if title_len == 0 || title_len > TITLE_MAX {
+            err(
+                "title",
+                format!("must be 1 to {TITLE_MAX} characters (got {title_len})"),
+            );
+        }
+        if has_control(&title) {
+            err("title", "must not contain control characters".into());
+        }
+
+        let slug = match self.slug.as_deref().map(str::trim) {
+            Some(s) => s.to_string(),
+            None => slugify(&title),
+        };
+        if !is_slug(&slug) {
+            err(
+                "slug",
+                format!(
+                    "`{slug}` must be 1 to {SLUG_MAX} lower-case letters, digits and single \
+                     hyphens, e.g. `intro-to-rust`"
+                ),
+            );
+        }
+
+        let description = self.description.trim().to_string();
+        let desc_len = description.chars().count();
+        if desc_len > DESCRIPTION_MAX {
+            err(
+                "description",
+                format!("must be at most {DESCRIPTION_MAX} characters (got {desc_len})"),
+            );
+        }
+
+        let instructor = collapse_spaces(&self.instructor);
+        let instr_len = instructor.chars().count();
+        if instr_len == 0 || instr_len > INSTRUCTOR_MAX {
+            err(
+                "instructor",
+                format!("must be 1 to {INSTRUCTOR_MAX} characters (got {instr_len})"),
+            );
+        }
+        if has_control(&instructor) {
+            err("instructor", "must not contain control characters".into());
+        }
+
+        if !(DURATION_MIN..=DURATION_MAX).contains(&self.duration_minutes) {
+            err(
+                "duration_minutes",
+                format!(
+                    "must be between {DURATION_MIN} and {DURATION_MAX} (got {})",
+                    self.duration_minutes
+                ),
+            );
+        }
+
+        let mut tags: Vec<String> = Vec::with_capacity(self.tags.len());
+        for raw in &self.tags {
+            let tag = collapse_spaces(raw).to_lowercase();
+            let n = tag.chars().count();
+            if n == 0 || n > TAG_MAX || has_control(&tag) {
+                err(
+                    "tags",
+                    format!("each tag must be 1 to {TAG_MAX} printable characters (got `{raw}`)"),
+                );
+            } else if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        if tags.len() > TAGS_MAX {
+            err(
+                "tags",
+                format!("at most {TAGS_MAX} tags (got {})", tags.len()),
+            );
+        }
+
+        if !(0..=PRICE_MAX_CENTS).contains(&self.price_cents) {
+            err(
+                "price_cents",
+                format!(
+                    "must be between 0 and {PRICE_MAX_CENTS} cents (got {})",
+                    self.price_cents
+                ),
+            );
+        }
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ValidCourse {
+            title_key: title.to_lowercase(),
+            title,
+            slug,
+            description,
+            instructor,
+            duration_minutes: self.duration_minutes,
+            level: self.level,
+            tags,
+            price_cents: self.price_cents,
+        })
+    }
+}
+
+fn collapse_spaces(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// `Intro to Rust: Ownership!` → `intro-to-rust-ownership`. Non-ASCII letters are dropped;
+/// a title with none left gives an empty slug, which validation then reports.
+pub fn slugify(title: &str) -> String {
+    let mut slug = String::with_capacity(title.len());
+    for c in title.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    if slug.len() > SLUG_MAX {
+        slug.truncate(SLUG_MAX);
+        while slug.ends_with('-') {
+            slug.pop();
+        }
+    }
+    slug
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= SLUG_MAX
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> Draft {
+        Draft {
+            title: "  Intro   to Rust ".into(),
+            slug: None,
+            description: "Ownership and borrowing.".into(),
+            instructor: "Ada Lovelace".into(),
+            duration_minutes: 90,
+            level: Level::Beginner,
+            tags: vec!["Rust".into(), "rust".into(), " systems ".into()],
+            price_cents: 1999,
+        }
+    }
+
+    #[test]
+    fn normalises_title_tags_and_derives_slug() {
+        let v = draft().validate().unwrap();
+        assert_eq!(v.title, "Intro to Rust");
+        assert_eq!(v.title_key, "intro to rust");
+        assert_eq!(v.slug, "intro-to-rust");
+        assert_eq!(v.tags, vec!["rust", "systems"]);
+    }
+
+    #[test]
+    fn reports_every_broken_rule() {
+        let mut d = draft();
+        d.title = "x".repeat(121);
+        d.duration_minutes = 0;
+        d.price_cents = -1;
+        d.tags = (0..11).map(|i| format!("t{i}")).collect();
+        d.instructor = " ".into();
+        let fields: Vec<_> = d
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "title",
+                "instructor",
+                "duration_minutes",
+                "tags",
+                "price_cents"
+            ]
+        );
+    }
+
+    #[test]
+    fn bounds_are_inclusive() {
+        let mut d = draft();
+        d.title = "é".repeat(TITLE_MAX);
+        d.slug = Some("a".into());
+        d.duration_minutes = DURATION_MAX;
+        d.description = "d".repeat(DESCRIPTION_MAX);
+        d.tags = (0..TAGS_MAX)
+            .map(|i| format!("{i}{}", "t".repeat(28)))
+            .collect();
+        d.price_cents = 0;
+        assert!(d.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_slugs_are_refused() {
+        for bad in ["", "Upper", "a--b", "-a", "a-", "a b", "a_b", "ü"] {
+            let mut d = draft();
+            d.slug = Some(bad.into());
+            let errs = d.validate().unwrap_err();
+            assert_eq!(errs[0].field, "slug", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn slugify_handles_punctuation_and_unicode() {
+        assert_eq!(slugify("C++ & Rust: 2024!"), "c-rust-2024");
+        assert_eq!(slugify("Ünïcode"), "n-code");
+        assert_eq!(slugify("日本語"), "");
+        assert_eq!(slugify(&"ab ".repeat(100)).len(), SLUG_MAX - 1);
+    }
+
+    #[test]
+    fn patch_overwrites_only_named_fields() {
+        let v = draft()
+            .apply(CoursePatch {
+                price_cents: Some(0),
+                ..CoursePatch::default()
+            })
+            .validate()
+            .unwrap();
+        assert_eq!(v.price_cents, 0);
+        assert_eq!(v.title, "Intro to Rust");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_the_parser() {
+        let err = serde_json::from_str::<CoursePatch>(r#"{"titel":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("titel"), "{err}");
+    }
+}

@@ -1,0 +1,243 @@
+//! `/api/courses` and `/api/courses/{id}`: list, read, create, replace, patch, delete.
+//!
+//! Extractors have already checked auth, content type, size and JSON shape; handlers
+//! validate the course rules, talk to the store, and shape the answer.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mongodb::bson::oid::ObjectId;
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::{AdminAuth, IfMatch, JsonBody};
+use crate::model::{Course, CourseDoc, CourseInput, CoursePatch, Draft};
+use crate::query::{ListQuery, QueryError};
+use crate::store::{parse_id, Conditional};
+
+const COLLECTION_PATH: &str = "/api/courses";
+
+/// A page of the listing.
+#[derive(Serialize)]
+pub struct Listing {
+    pub items: Vec<Course>,
+    /// Courses matching the filters, over all pages.
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    /// Number of pages (at least 1, so `last` is always a valid page).
+    pub pages: u64,
+    pub links: Links,
+}
+
+/// Relative links to the neighbouring pages, in canonical parameter order.
+#[derive(Serialize)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub this: String,
+    pub first: String,
+    pub last: String,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Listing>, ApiError> {
+    let query = ListQuery::parse(raw.as_deref().unwrap_or("")).map_err(|e| match e {
+        QueryError::Malformed(m) => ApiError::BadRequest(format!("bad query string: {m}")),
+        QueryError::Invalid(errors) => ApiError::Validation(errors),
+    })?;
+    let (docs, total) = state.store.list(&query).await?;
+    let pages = total.div_ceil(u64::from(query.per_page)).max(1);
+    let last = u32::try_from(pages).unwrap_or(u32::MAX);
+    let link = |page: u32| format!("{COLLECTION_PATH}?{}", query.with_page(page));
+    let links = Links {
+        this: link(query.page),
+        first: link(1),
+        last: link(last),
+        prev: (query.page > 1).then(|| link((query.page - 1).min(last))),
+        next: (query.page < last).then(|| link(query.page + 1)),
+    };
+    Ok(Json(Listing {
+        items: docs.into_iter().map(Course::from).collect(),
+        total,
+        page: query.page,
+        per_page: query.per_page,
+        pages,
+        links,
+    }))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let oid = course_id(&id)?;
+    let doc = state.store.get(oid).await?.ok_or_else(|| not_found(&id))?;
+    let course = Course::from(doc);
+    if if_none_match(&headers, &course.etag()) {
+        let mut res = StatusCode::NOT_MODIFIED.into_response();
+        set_etag(&mut res, &course);
+        return Ok(res);
+    }
+    Ok(with_etag(StatusCode::OK, course))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    JsonBody(input): JsonBody<CourseInput>,
+) -> Result<Response, ApiError> {
+    let valid = Draft::from(input)
+        .validate()
+        .map_err(ApiError::Validation)?;
+    let course = Course::from(state.store.insert(valid).await?);
+    tracing::info!(id = %course.id, slug = %course.slug, "course created");
+    let location = format!("{COLLECTION_PATH}/{}", course.id);
+    let mut res = with_etag(StatusCode::CREATED, course);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// `PUT`: replaces every writable field; a missing `slug` keeps the current one, so renaming
+/// a course does not break links to it.
+pub async fn replace(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+    JsonBody(input): JsonBody<CourseInput>,
+) -> Result<Response, ApiError> {
+    update(&state, &id, if_match, |current| {
+        let mut draft = Draft::from(input);
+        if draft.slug.is_none() {
+            draft.slug = Some(current.slug.clone());
+        }
+        draft
+    })
+    .await
+}
+
+/// `PATCH`: changes only the fields present in the body.
+pub async fn patch(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+    JsonBody(patch): JsonBody<CoursePatch>,
+) -> Result<Response, ApiError> {
+    update(&state, &id, if_match, |current| {
+        Draft::from_doc(current).apply(patch)
+    })
+    .await
+}
+
+/// Read, check the precondition, validate the new state, then write conditioned on the
+/// version read: a concurrent writer in between makes this write fail rather than be lost.
+async fn update(
+    state: &AppState,
+    id: &str,
+    if_match: IfMatch,
+    change: impl FnOnce(&CourseDoc) -> Draft,
+) -> Result<Response, ApiError> {
+    let oid = course_id(id)?;
+    let current = state.store.get(oid).await?.ok_or_else(|| not_found(id))?;
+    if !if_match.matches(current.version) {
+        return Err(version_moved(current.version));
+    }
+    let valid = change(&current).validate().map_err(ApiError::Validation)?;
+    match state.store.update(oid, current.version, valid).await? {
+        Conditional::Done(doc) => {
+            let course = Course::from(doc);
+            tracing::info!(id = %course.id, version = course.version, "course updated");
+            Ok(with_etag(StatusCode::OK, course))
+        }
+        Conditional::NotFound => Err(not_found(id)),
+        Conditional::VersionMismatch { current } => Err(match if_match {
+            IfMatch::None => ApiError::Conflict(
+                "the course was changed by someone else while this update ran; reload it and \
+                 try again"
+                    .into(),
+            ),
+            _ => version_moved(current),
+        }),
+    }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    let oid = course_id(&id)?;
+    let version = match &if_match {
+        IfMatch::Versions(_) => {
+            let current = state.store.get(oid).await?.ok_or_else(|| not_found(&id))?;
+            if !if_match.matches(current.version) {
+                return Err(version_moved(current.version));
+            }
+            Some(current.version)
+        }
+        IfMatch::None | IfMatch::Any => None,
+    };
+    match state.store.delete(oid, version).await? {
+        Conditional::Done(()) => {
+            tracing::info!(%id, "course deleted");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Conditional::NotFound => Err(not_found(&id)),
+        Conditional::VersionMismatch { current } => Err(version_moved(current)),
+    }
+}
+
+fn course_id(raw: &str) -> Result<ObjectId, ApiError> {
+    parse_id(raw).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "`{raw}` is not a course id: ids are 24 hexadecimal digits, as returned in `id`"
+        ))
+    })
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no course with id `{id}`; it may have been deleted"
+    ))
+}
+
+fn version_moved(current: i64) -> ApiError {
+    ApiError::PreconditionFailed(format!(
+        "the course is now at version {current} (ETag \"v{current}\"), not the one in \
+         If-Match; GET it again, reapply your change and resend"
+    ))
+}
+
+/// Whether `If-None-Match` lists `etag` (weak comparison, RFC 9110 §13.1.2) or is `*`.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+fn with_etag(status: StatusCode, course: Course) -> Response {
+    let mut res = (status, Json(&course)).into_response();
+    set_etag(&mut res, &course);
+    res
+}
+
+fn set_etag(res: &mut Response, course: &Course) {
+    if let Ok(v) = HeaderValue::from_str(&course.etag()) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+}

@@ -1,0 +1,51 @@
+//! `/healthz`, `/readyz`, `/metrics`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use shared::health::{Check, Report, Status};
+
+use crate::app::AppState;
+
+/// Alive: answers without touching any dependency.
+pub async fn healthz() -> Response {
+    (StatusCode::OK, Json(Report::alive())).into_response()
+}
+
+/// Ready: the database answers a ping within the readiness deadline and the indexes exist.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let mongodb = match state.store.ping(state.ready_timeout).await {
+        Ok(()) => Check {
+            name: "mongodb".into(),
+            status: Status::Ok,
+            error: None,
+        },
+        Err(e) => Check {
+            name: "mongodb".into(),
+            status: Status::Unavailable,
+            error: Some(e.to_string()),
+        },
+    };
+    let indexes = Check {
+        name: "indexes".into(),
+        status: if state.indexes_ready() {
+            Status::Ok
+        } else {
+            Status::Unavailable
+        },
+        error: (!state.indexes_ready()).then(|| "not created yet; retrying".into()),
+    };
+    let report = Report::from_checks(vec![mongodb, indexes]);
+    let status = StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::OK);
+    (status, Json(report)).into_response()
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

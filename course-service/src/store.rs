@@ -1,0 +1,409 @@
+//! `CourseStore`: every MongoDB operation the service performs, each bounded by the operation
+//! timeout, timed into `db_operation_duration_seconds`, and classified into a `StoreError` the
+//! API maps to a status (duplicate → 409, unreachable → 503).
+//!
+//! Writes use majority write concern and retryable writes (set on the client), so an
+//! acknowledged write survives a primary failover in a replica set.
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use mongodb::bson::{doc, oid::ObjectId, DateTime};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
+use mongodb::{Client, Collection, Database, IndexModel};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::model::{CourseDoc, ValidCourse};
+use crate::query::ListQuery;
+
+pub const COLLECTION: &str = "courses";
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Why a database operation failed, in the terms the API needs.
+#[derive(Debug)]
+pub enum StoreError {
+    /// A unique index refused the write: which field, and the value that clashed.
+    Duplicate { field: &'static str, value: String },
+    /// The database could not be reached or did not answer in time.
+    Unavailable(String),
+    /// Anything else: a bug or an unexpected server answer.
+    Other(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Duplicate { field, value } => write!(f, "duplicate {field} `{value}`"),
+            StoreError::Unavailable(cause) => write!(f, "database unavailable: {cause}"),
+            StoreError::Other(cause) => write!(f, "database error: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What an update or delete conditioned on a version found.
+#[derive(Debug)]
+pub enum Conditional<T> {
+    Done(T),
+    /// No course with that id.
+    NotFound,
+    /// The course exists at another version than the one the write was based on.
+    VersionMismatch {
+        current: i64,
+    },
+}
+
+/// Builds the driver client: short server-selection and connect timeouts (a dead database is
+/// a quick 503), majority writes, retryable writes and reads.
+pub async fn connect(config: &Config) -> Result<Client, StoreError> {
+    let mut opts = ClientOptions::parse(&config.mongodb_uri)
+        .await
+        .map_err(|e| StoreError::Other(format!("invalid MongoDB URI: {e}")))?;
+    opts.app_name = Some("course-service".into());
+    opts.server_selection_timeout = Some(config.server_selection_timeout);
+    opts.connect_timeout = Some(config.connect_timeout);
+    opts.retry_writes.get_or_insert(true);
+    opts.retry_reads.get_or_insert(true);
+    if opts.write_concern.is_none() {
+        opts.write_concern = Some(WriteConcern::majority());
+    }
+    Client::with_options(opts).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+/// The `courses` collection and the policies around it.
+#[derive(Clone)]
+pub struct CourseStore {
+    db: Database,
+    courses: Collection<CourseDoc>,
+    op_timeout: Duration,
+    metrics: Metrics,
+}
+
+impl CourseStore {
+    pub fn new(client: &Client, database: &str, op_timeout: Duration, metrics: Metrics) -> Self {
+        let db = client.database(database);
+        CourseStore {
+            courses: db.collection(COLLECTION),
+            db,
+            op_timeout,
+            metrics,
+        }
+    }
+
+    /// Creates the indexes the API relies on. Idempotent: creating an existing index with the
+    /// same spec is a no-op.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let unique = |name: &str| {
+            IndexOptions::builder()
+                .unique(true)
+                .name(name.to_string())
+                .build()
+        };
+        let named = |name: &str| IndexOptions::builder().name(name.to_string()).build();
+        let indexes = vec![
+            IndexModel::builder()
+                .keys(doc! { "slug": 1 })
+                .options(unique("slug_unique"))
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "title_key": 1 })
+                .options(unique("title_key_unique"))
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "tags": 1 })
+                .options(named("tags"))
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "level": 1, "created_at": -1 })
+                .options(named("level_created_at"))
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "created_at": -1, "_id": -1 })
+                .options(named("created_at"))
+                .build(),
+        ];
+        self.timed("create_indexes", self.courses.create_indexes(indexes))
+            .await
+            .map(|_| ())
+    }
+
+    /// Round-trips a `ping` within `deadline`: the readiness check.
+    pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let res = tokio::time::timeout(deadline, self.db.run_command(doc! { "ping": 1 })).await;
+        self.metrics
+            .db_duration
+            .with_label_values(&["ping"])
+            .observe(started.elapsed().as_secs_f64());
+        match res {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.classify("ping", e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "ping took longer than {deadline:?}"
+            ))),
+        }
+    }
+
+    /// One page of the listing and the total number of matches, queried concurrently.
+    pub async fn list(&self, q: &ListQuery) -> Result<(Vec<CourseDoc>, u64), StoreError> {
+        let filter = q.filter();
+        let find = async {
+            let mut cursor = self
+                .courses
+                .find(filter.clone())
+                .sort(q.sort.to_document())
+                .skip(q.skip())
+                .limit(i64::from(q.per_page))
+                .await?;
+            let mut items = Vec::with_capacity(q.per_page as usize);
+            while cursor.advance().await? {
+                items.push(cursor.deserialize_current()?);
+            }
+            Ok(items)
+        };
+        let count = self.courses.count_documents(filter.clone());
+        let (items, total) =
+            tokio::try_join!(self.timed("find", find), self.timed("count", count))?;
+        Ok((items, total))
+    }
+
+    pub async fn get(&self, id: ObjectId) -> Result<Option<CourseDoc>, StoreError> {
+        self.timed("find_one", self.courses.find_one(doc! { "_id": id }))
+            .await
+    }
+
+    /// Inserts a new course at version 1.
+    pub async fn insert(&self, c: ValidCourse) -> Result<CourseDoc, StoreError> {
+        let now = DateTime::now();
+        let doc = CourseDoc {
+            id: ObjectId::new(),
+            title: c.title,
+            title_key: c.title_key,
+            slug: c.slug,
+            description: c.description,
+            instructor: c.instructor,
+            duration_minutes: c.duration_minutes,
+            level: c.level,
+            tags: c.tags,
+            price_cents: c.price_cents,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        self.timed("insert", self.courses.insert_one(&doc)).await?;
+        Ok(doc)
+    }
+
+    /// Inserts `c` unless a course with its slug exists: the idempotent seed.
+    /// Returns whether it was inserted.
+    pub async fn insert_if_absent(&self, c: ValidCourse) -> Result<bool, StoreError> {
+        let now = DateTime::now();
+        let on_insert = doc! {
+            "title": c.title,
+            "title_key": c.title_key,
+            "description": c.description,
+            "instructor": c.instructor,
+            "duration_minutes": c.duration_minutes,
+            "level": c.level.as_str(),
+            "tags": c.tags,
+            "price_cents": c.price_cents,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1_i64,
+        };
+        let res = self
+            .timed(
+                "seed_upsert",
+                self.courses
+                    .update_one(doc! { "slug": &c.slug }, doc! { "$setOnInsert": on_insert })
+                    .upsert(true),
+            )
+            .await?;
+        Ok(res.upserted_id.is_some())
+    }
+
+    /// Replaces the writable fields of course `id` if it is still at `version`, bumping the
+    /// version. Conditioning the write on the version makes concurrent updates lose nothing:
+    /// the second one finds the version moved and is refused.
+    pub async fn update(
+        &self,
+        id: ObjectId,
+        version: i64,
+        c: ValidCourse,
+    ) -> Result<Conditional<CourseDoc>, StoreError> {
+        let set = doc! {
+            "title": c.title,
+            "title_key": c.title_key,
+            "slug": c.slug,
+            "description": c.description,
+            "instructor": c.instructor,
+            "duration_minutes": c.duration_minutes,
+            "level": c.level.as_str(),
+            "tags": c.tags,
+            "price_cents": c.price_cents,
+            "updated_at": DateTime::now(),
+        };
+        let updated = self
+            .timed(
+                "update",
+                self.courses
+                    .find_one_and_update(
+                        doc! { "_id": id, "version": version },
+                        doc! { "$set": set, "$inc": { "version": 1_i64 } },
+                    )
+                    .return_document(ReturnDocument::After),
+            )
+            .await?;
+        match updated {
+            Some(doc) => Ok(Conditional::Done(doc)),
+            None => self.why_not_matched(id).await,
+        }
+    }
+
+    /// Deletes course `id`, only if it is at `version` when one is given.
+    pub async fn delete(
+        &self,
+        id: ObjectId,
+        version: Option<i64>,
+    ) -> Result<Conditional<()>, StoreError> {
+        let mut filter = doc! { "_id": id };
+        if let Some(v) = version {
+            filter.insert("version", v);
+        }
+        let res = self
+            .timed("delete", self.courses.delete_one(filter))
+            .await?;
+        if res.deleted_count == 1 {
+            Ok(Conditional::Done(()))
+        } else {
+            self.why_not_matched(id).await
+        }
+    }
+
+    async fn why_not_matched<T>(&self, id: ObjectId) -> Result<Conditional<T>, StoreError> {
+        Ok(match self.get(id).await? {
+            None => Conditional::NotFound,
+            Some(doc) => Conditional::VersionMismatch {
+                current: doc.version,
+            },
+        })
+    }
+
+    /// Runs one operation under the operation timeout, recording its latency and failures.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        op_future: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let res = tokio::time::timeout(self.op_timeout, op_future.into_future()).await;
+        self.metrics
+            .db_duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        match res {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.classify(op, e)),
+            Err(_) => {
+                self.metrics
+                    .db_errors
+                    .with_label_values(&[op, "timeout"])
+                    .inc();
+                Err(StoreError::Unavailable(format!(
+                    "{op} took longer than {:?}",
+                    self.op_timeout
+                )))
+            }
+        }
+    }
+
+    fn classify(&self, op: &'static str, e: mongodb::error::Error) -> StoreError {
+        let (kind, err) = classify(e);
+        self.metrics.db_errors.with_label_values(&[op, kind]).inc();
+        err
+    }
+}
+
+/// Maps a driver error onto what the API needs to know, with a metric label.
+fn classify(e: mongodb::error::Error) -> (&'static str, StoreError) {
+    if let ErrorKind::Write(WriteFailure::WriteError(w)) = e.kind.as_ref() {
+        if w.code == DUPLICATE_KEY {
+            return ("duplicate", duplicate_from_message(&w.message));
+        }
+    }
+    if let ErrorKind::Command(c) = e.kind.as_ref() {
+        if c.code == DUPLICATE_KEY {
+            return ("duplicate", duplicate_from_message(&c.message));
+        }
+    }
+    match e.kind.as_ref() {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. } => ("unavailable", StoreError::Unavailable(e.to_string())),
+        _ if e.contains_label("RetryableWriteError")
+            || e.contains_label("TransientTransactionError") =>
+        {
+            ("unavailable", StoreError::Unavailable(e.to_string()))
+        }
+        _ => ("other", StoreError::Other(e.to_string())),
+    }
+}
+
+/// Which unique index refused the write, from the server's E11000 message
+/// (`... index: slug_unique dup key: { slug: "x" }`).
+fn duplicate_from_message(message: &str) -> StoreError {
+    let field = if message.contains("title_key") {
+        "title"
+    } else {
+        "slug"
+    };
+    let value = message
+        .rsplit_once(": \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default();
+    StoreError::Duplicate { field, value }
+}
+
+/// A course id from a path segment: 24 hex digits, or `None` (the route answers 400).
+pub fn parse_id(raw: &str) -> Option<ObjectId> {
+    if raw.len() != 24 {
+        return None;
+    }
+    ObjectId::parse_str(raw).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_message_names_field_and_value() {
+        let StoreError::Duplicate { field, value } = duplicate_from_message(
+            "E11000 duplicate key error collection: t.courses index: slug_unique dup key: \
+             { slug: \"intro-to-rust\" }",
+        ) else {
+            panic!("expected duplicate")
+        };
+        assert_eq!((field, value.as_str()), ("slug", "intro-to-rust"));
+        let StoreError::Duplicate { field, .. } = duplicate_from_message(
+            "E11000 duplicate key error index: title_key_unique dup key: { title_key: \"a\" }",
+        ) else {
+            panic!("expected duplicate")
+        };
+        assert_eq!(field, "title");
+    }
+
+    #[test]
+    fn ids_are_24_hex_digits() {
+        assert!(parse_id("6b06c0945a4c4d02edca3612").is_some());
+        assert!(parse_id("6b06c0945a4c4d02edca361").is_none());
+        assert!(parse_id("zz06c0945a4c4d02edca3612").is_none());
+        assert!(parse_id("").is_none());
+    }
+}

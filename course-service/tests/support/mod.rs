@@ -1,0 +1,321 @@
+//! Test support: a real SecantusDB (the MongoDB-compatible server `scripts/test` installs into
+//! `.venv`) shared by every test in a binary, a fresh database per test so tests run in
+//! parallel, and builders that start the service in-process or as the real binary.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use course_service::app::AppState;
+use course_service::config::{Config, Env, FileConfig};
+use course_service::{server, store};
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// The workspace root (where `.venv` lives).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// A free loopback port (the OS picks it; a tiny race with other processes is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `cond` until it holds or `deadline` passes; panics with `what` on timeout.
+pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async twin of [`wait_until`].
+pub async fn wait_until_async<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running SecantusDB with in-memory storage.
+pub struct MongoServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl MongoServer {
+    /// Starts a server on a free port and waits until it accepts connections. A small shell
+    /// watchdog kills it when the test process exits, even if no destructor runs.
+    pub fn start() -> MongoServer {
+        let port = free_port();
+        let exe = secantusd();
+        let script = r#""$0" "$@" & child=$!
+trap 'kill $child 2>/dev/null' EXIT INT TERM
+while kill -0 "$PPID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done"#;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(&exe)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until(
+            "SecantusDB to accept connections",
+            Duration::from_secs(60),
+            || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        );
+        MongoServer { port, child }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// `secantusd-py`: `$SECANTUSD`, else the workspace's `.venv`, else `PATH`.
+fn secantusd() -> PathBuf {
+    if let Some(p) = std::env::var_os("SECANTUSD") {
+        return p.into();
+    }
+    let venv = workspace_root().join(".venv/bin/secantusd-py");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("secantusd-py")
+}
+
+/// The server shared by every test of this binary.
+pub fn mongo() -> &'static MongoServer {
+    static SERVER: OnceLock<MongoServer> = OnceLock::new();
+    SERVER.get_or_init(MongoServer::start)
+}
+
+/// A database name no other test uses.
+pub fn unique_db(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t_{tag}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// How a test wants its service configured.
+pub struct AppBuilder {
+    uri: String,
+    database: String,
+    token: Option<String>,
+    max_body_bytes: Option<usize>,
+    server_selection_timeout: Option<Duration>,
+}
+
+/// A course-service running in-process on a free port, against its own database.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub database: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub fn builder() -> AppBuilder {
+        AppBuilder {
+            uri: mongo().uri(),
+            database: unique_db("api"),
+            token: Some(TOKEN.into()),
+            max_body_bytes: None,
+            server_selection_timeout: None,
+        }
+    }
+
+    pub async fn spawn() -> TestApp {
+        TestApp::builder().spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let res = self.get(path).await;
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.json().await.expect("JSON body")
+    }
+
+    /// A request with the admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(TOKEN)
+    }
+
+    /// Creates a course (admin) and returns its JSON; fails the test unless 201.
+    pub async fn create(&self, course: Value) -> Value {
+        let res = self
+            .admin(reqwest::Method::POST, "/api/courses")
+            .json(&course)
+            .send()
+            .await
+            .expect("POST");
+        let status = res.status();
+        let body: Value = res.json().await.expect("JSON body");
+        assert_eq!(status, 201, "create failed: {body}");
+        body
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl AppBuilder {
+    pub fn token(mut self, token: Option<&str>) -> Self {
+        self.token = token.map(str::to_string);
+        self
+    }
+
+    pub fn database(mut self, name: &str) -> Self {
+        self.database = name.to_string();
+        self
+    }
+
+    pub fn uri(mut self, uri: String) -> Self {
+        self.uri = uri;
+        self
+    }
+
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = Some(n);
+        self
+    }
+
+    pub fn server_selection_timeout(mut self, d: Duration) -> Self {
+        self.server_selection_timeout = Some(d);
+        self
+    }
+
+    pub fn config(&self) -> Config {
+        let mut file = FileConfig::default();
+        file.mongodb.database = self.database.clone();
+        if let Some(n) = self.max_body_bytes {
+            file.http.max_body_bytes = n;
+        }
+        if let Some(d) = self.server_selection_timeout {
+            file.mongodb.server_selection_timeout = d;
+            file.mongodb.operation_timeout = d * 2;
+        }
+        let env = Env {
+            mongodb_uri: Some(self.uri.clone()),
+            admin_token: self.token.clone(),
+            listen: None,
+        };
+        Config::resolve(
+            file,
+            std::path::Path::new("<test>"),
+            &env,
+            Some("127.0.0.1:0"),
+        )
+        .expect("test config is valid")
+    }
+
+    /// Starts the service and, when the database is reachable, waits for its indexes.
+    pub async fn spawn(self) -> TestApp {
+        let config = self.config();
+        let client = store::connect(&config).await.expect("client");
+        let state = AppState::new(&config, &client);
+        if state.store.ensure_indexes().await.is_ok() {
+            state
+                .indexes_ready
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            server::serve(listener, state, &config, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        TestApp {
+            base,
+            http: reqwest::Client::new(),
+            database: self.database,
+            stop: Some(stop),
+        }
+    }
+}
+
+/// A valid course body; `n` makes title and slug unique.
+pub fn course(n: usize) -> Value {
+    json!({
+        "title": format!("Course number {n}"),
+        "description": "A short course written for the tests.",
+        "instructor": "Grace Hopper",
+        "duration_minutes": 60,
+        "level": "beginner",
+        "tags": ["testing"],
+        "price_cents": 1000,
+    })
+}
+
+/// Asserts a problem+json answer with `status`, returning its body.
+pub async fn problem(res: reqwest::Response, status: u16) -> Value {
+    assert_eq!(res.status(), status, "unexpected status");
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(ct, "application/problem+json");
+    let body: Value = res.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.len() > 10),
+        "problem without an actionable detail: {body}"
+    );
+    body
+}

@@ -1,0 +1,63 @@
+# Dependency installer shared by scripts/up, scripts/test and scripts/bench.
+# Each ensure_* installs only what is missing and is quiet when nothing is.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="$ROOT/.venv"
+SECANTUSD="$VENV/bin/secantusd-py"
+# Pinned so a fresh machine runs what CI ran.
+SECANTUSDB_VERSION="${SECANTUSDB_VERSION:-0.7.0b3}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+_apt_updated=0
+# ensure_apt CMD PACKAGE: installs PACKAGE with apt-get when CMD is not on PATH.
+ensure_apt() {
+  local cmd=$1 pkg=$2
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 || die "$cmd is missing and apt-get is not available: install $pkg by hand"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ $_apt_updated -eq 0 ]; then
+    log "apt-get update"
+    $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+    _apt_updated=1
+  fi
+  log "installing $pkg"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null \
+    || die "apt-get install $pkg failed"
+}
+
+# ensure_python: a python3 with the venv module.
+ensure_python() {
+  ensure_apt python3 python3
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || ensure_apt_pkg python3-venv
+}
+
+ensure_apt_pkg() {
+  local pkg=$1
+  dpkg -s "$pkg" >/dev/null 2>&1 && return 0
+  ensure_apt "__never_a_command__$pkg" "$pkg"
+}
+
+# ensure_secantusdb: SecantusDB (a MongoDB-wire-compatible server) in ./.venv.
+ensure_secantusdb() {
+  if [ -x "$SECANTUSD" ]; then return 0; fi
+  ensure_python
+  log "creating $VENV with SecantusDB $SECANTUSDB_VERSION"
+  python3 -m venv "$VENV" || die "cannot create $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "SecantusDB==$SECANTUSDB_VERSION" \
+    || die "pip install SecantusDB failed"
+  [ -x "$SECANTUSD" ] || die "SecantusDB installed but $SECANTUSD is missing"
+}
+
+# ensure_rust: cargo with rustfmt and clippy.
+ensure_rust() {
+  command -v cargo >/dev/null 2>&1 || die "cargo is missing: install Rust (https://rustup.rs) first"
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "rustfmt/clippy missing and rustup unavailable"
+    log "adding rustfmt and clippy"
+    rustup component add rustfmt clippy >/dev/null 2>&1 || die "rustup component add failed"
+  fi
+}
