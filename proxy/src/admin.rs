@@ -1,0 +1,113 @@
+//! The admin listener (loopback by default): `GET /metrics` (Prometheus text) and
+//! `GET /admin/upstreams` (JSON: each pool and endpoint with weight, in flight, RTT estimate).
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::body::ResponseBody;
+use crate::forward::Proxy;
+
+#[derive(Serialize)]
+struct UpstreamsView {
+    pools: Vec<PoolView>,
+}
+
+#[derive(Serialize)]
+struct PoolView {
+    name: String,
+    algorithm: &'static str,
+    endpoints: Vec<EndpointView>,
+}
+
+#[derive(Serialize)]
+struct EndpointView {
+    address: String,
+    weight: u32,
+    in_flight: u64,
+    rtt_estimate_ms: f64,
+    state: &'static str,
+}
+
+pub async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ResponseBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            refresh_gauges(proxy);
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                proxy.metrics.render(),
+            )
+        }
+        (&Method::GET, "/admin/upstreams") => {
+            let json = serde_json::to_string_pretty(&upstreams(proxy)).unwrap_or_default();
+            text(StatusCode::OK, "application/json", json)
+        }
+        (_, "/metrics" | "/admin/upstreams") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".into(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "admin endpoints: GET /metrics, GET /admin/upstreams\n".into(),
+        ),
+    }
+}
+
+fn upstreams(proxy: &Proxy) -> UpstreamsView {
+    let topology = proxy.topology.load_full();
+    let now = Instant::now();
+    let pools = topology
+        .pools
+        .iter()
+        .map(|p| PoolView {
+            name: p.name().to_string(),
+            algorithm: p.config.algorithm.as_str(),
+            endpoints: p
+                .endpoints
+                .iter()
+                .map(|e| EndpointView {
+                    address: e.addr.to_string(),
+                    weight: e.weight(),
+                    in_flight: e.in_flight(),
+                    rtt_estimate_ms: e.rtt_estimate(now).as_secs_f64() * 1000.0,
+                    state: "active",
+                })
+                .collect(),
+        })
+        .collect();
+    UpstreamsView { pools }
+}
+
+/// Mirrors endpoint state into the gauges just before a scrape.
+fn refresh_gauges(proxy: &Proxy) {
+    let topology = proxy.topology.load_full();
+    let now = Instant::now();
+    for p in &topology.pools {
+        for e in &p.endpoints {
+            let addr = e.addr.to_string();
+            let labels = [p.name(), addr.as_str()];
+            proxy
+                .metrics
+                .in_flight
+                .with_label_values(&labels)
+                .set(e.in_flight() as i64);
+            proxy
+                .metrics
+                .rtt_estimate
+                .with_label_values(&labels)
+                .set(e.rtt_estimate(now).as_secs_f64());
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::local(body));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}

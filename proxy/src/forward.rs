@@ -1,0 +1,341 @@
+//! The request path: one function per phase, in the order a request meets them.
+//!
+//! 1. [`Proxy::handle`]: snapshot the topology (one `ArcSwap` load), time the request.
+//! 2. `request_filter`: limits the proxy can check from the head alone (body size).
+//! 3. `route`: host and path → pool (404 when nothing matches).
+//! 4. `upstream_request`: pick an endpoint (503 with `Retry-After` when none), rewrite the
+//!    head for it (headers, absolute URI, HTTP/1.1).
+//! 5. `send`: forward over the pooled keep-alive client under the per-try timeout; the
+//!    endpoint's [`InFlight`] handle records the outcome (RTT, or a penalty on failure).
+//! 6. `response_filter`: rewrite the response head and stream the body back, the in-flight
+//!    handle riding along until the body ends.
+//!
+//! No lock is held across an `.await`, and nothing here blocks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ipnet::IpNet;
+use tokio::time::Instant;
+
+use crate::balance::{InFlight, FAILURE_PENALTY};
+use crate::body::{caused_by_body_limit, RequestBody, ResponseBody};
+use crate::config::{Limits, ProxyConfig, Timeouts};
+use crate::headers::{self, X_REQUEST_ID};
+use crate::metrics::{LocalError, Metrics};
+use crate::topology::{Pool, Topology};
+
+/// Idle upstream connections kept per endpoint: enough for a burst on 2 cores.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Seconds a client is told to wait when no endpoint is available.
+pub const NO_ENDPOINT_RETRY_AFTER: &str = "1";
+/// Upper bound on the penalty taken from an upstream's own `Retry-After`.
+pub const MAX_RETRY_AFTER_PENALTY: Duration = Duration::from_secs(10);
+
+/// The forwarding proxy: shared by every connection of every listener.
+pub struct Proxy {
+    /// The routing table; swapped whole by a reload.
+    pub topology: ArcSwap<Topology>,
+    client: Client<HttpConnector, RequestBody>,
+    limits: Limits,
+    timeouts: Timeouts,
+    trusted: Vec<IpNet>,
+    pub metrics: Metrics,
+}
+
+/// A request on its way upstream: the endpoint chosen and the rewritten request.
+struct Outbound {
+    pool: Arc<Pool>,
+    endpoint: usize,
+    request: Request<RequestBody>,
+}
+
+impl Proxy {
+    pub fn new(config: &ProxyConfig, topology: Topology, metrics: Metrics) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeouts.connect));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.timeouts.idle)
+            .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Proxy {
+            topology: ArcSwap::from_pointee(topology),
+            client,
+            limits: config.limits,
+            timeouts: config.timeouts,
+            trusted: config.forwarding.trusted_proxies.clone(),
+            metrics,
+        }
+    }
+
+    /// Whether a peer's forwarding headers are to be trusted (decided once per connection).
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        headers::is_trusted(ip, &self.trusted)
+    }
+
+    /// Handles one client request, whatever happens: every failure becomes a response.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: headers::Client,
+    ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let topology = self.topology.load_full();
+        let version = via_version(req.version());
+        let mut rng = fastrand::Rng::new();
+
+        if let Err(e) = self.request_filter(&req) {
+            return self.local(e, version);
+        }
+        let pool = match route(&topology, &req) {
+            Some(pool) => pool.clone(),
+            None => return self.local(LocalError::NoRoute, version),
+        };
+        let outbound = match self.upstream_request(pool, req, &client, &mut rng) {
+            Ok(o) => o,
+            Err(e) => return self.local(e, version),
+        };
+        let pool = outbound.pool.clone();
+        let res = match self.send(outbound).await {
+            Ok((res, in_flight)) => response_filter(res, in_flight, version),
+            Err(e) => self.local(e, version),
+        };
+        pool.duration.observe(started.elapsed().as_secs_f64());
+        res
+    }
+
+    /// Limits checked on the request head.
+    fn request_filter(&self, req: &Request<Incoming>) -> Result<(), LocalError> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.limits.max_body_bytes) {
+            return Err(LocalError::BodyTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Picks an endpoint and rewrites the request for it.
+    fn upstream_request(
+        &self,
+        pool: Arc<Pool>,
+        req: Request<Incoming>,
+        client: &headers::Client,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Outbound, LocalError> {
+        let endpoint = pool
+            .pick(rng, Instant::now(), &[])
+            .ok_or(LocalError::NoEndpoint)?;
+        let addr = pool.endpoints[endpoint].addr;
+        let (mut parts, body) = req.into_parts();
+        let authority = authority(&parts).map(str::to_owned);
+        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+            // HTTP/1.1 upstreams need Host; HTTP/2 clients send :authority instead.
+            if let Some(a) = authority
+                .as_deref()
+                .and_then(|a| HeaderValue::from_str(a).ok())
+            {
+                parts.headers.insert(header::HOST, a);
+            }
+        }
+        headers::prepare_request(
+            &mut parts.headers,
+            client,
+            authority.as_deref(),
+            via_version(parts.version),
+            || headers::request_id(rng),
+        );
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| LocalError::BadRequest)?;
+        parts.version = Version::HTTP_11;
+        Ok(Outbound {
+            pool,
+            endpoint,
+            request: Request::from_parts(parts, RequestBody::new(body, self.limits.max_body_bytes)),
+        })
+    }
+
+    /// Sends one try and waits for the response head, bounded by the per-try timeout.
+    async fn send(&self, outbound: Outbound) -> Result<(Response<Incoming>, InFlight), LocalError> {
+        let Outbound {
+            pool,
+            endpoint,
+            request,
+        } = outbound;
+        let request_id = request.headers().get(&X_REQUEST_ID).cloned();
+        let mut in_flight = pool.endpoints[endpoint].start(Instant::now());
+        let limit = self.timeouts.per_try.min(self.timeouts.request);
+        match tokio::time::timeout(limit, self.client.request(request)).await {
+            Ok(Ok(mut res)) => {
+                let status = res.status();
+                pool.endpoint_metrics[endpoint].response(status.as_u16());
+                if status.is_server_error() {
+                    in_flight.failed(penalty(&res));
+                } else {
+                    in_flight.responded(Instant::now());
+                }
+                if let Some(id) = request_id {
+                    res.headers_mut().entry(&X_REQUEST_ID).or_insert(id);
+                }
+                Ok((res, in_flight))
+            }
+            Ok(Err(e)) => {
+                in_flight.failed(FAILURE_PENALTY);
+                if caused_by_body_limit(&e) {
+                    return Err(LocalError::BodyTooLarge);
+                }
+                tracing::debug!(endpoint = %pool.endpoints[endpoint].addr, error = %e, "upstream error");
+                Err(LocalError::UpstreamError)
+            }
+            Err(_) => {
+                in_flight.failed(FAILURE_PENALTY);
+                tracing::debug!(endpoint = %pool.endpoints[endpoint].addr, ?limit, "upstream timed out");
+                Err(LocalError::UpstreamTimeout)
+            }
+        }
+    }
+
+    /// A response the proxy writes itself: the right status and a one-line reason.
+    fn local(&self, e: LocalError, version: &'static str) -> Response<ResponseBody> {
+        self.metrics.local(e);
+        let (status, text) = match e {
+            LocalError::NoRoute => (StatusCode::NOT_FOUND, "no route for this host and path\n"),
+            LocalError::NoEndpoint => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no upstream available; retry shortly\n",
+            ),
+            LocalError::UpstreamError => (StatusCode::BAD_GATEWAY, "upstream connection failed\n"),
+            LocalError::UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream did not answer in time\n",
+            ),
+            LocalError::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than this proxy accepts\n",
+            ),
+            LocalError::BadRequest => (StatusCode::BAD_REQUEST, "request cannot be forwarded\n"),
+        };
+        let mut res = Response::new(ResponseBody::local(text));
+        *res.status_mut() = status;
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if e == LocalError::NoEndpoint {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(NO_ENDPOINT_RETRY_AFTER),
+            );
+        }
+        headers::prepare_response(h, version);
+        if e == LocalError::BodyTooLarge {
+            // The rest of the body is not read: the connection cannot be reused.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
+    }
+}
+
+/// Host and path → pool.
+fn route<'t>(topology: &'t Topology, req: &Request<Incoming>) -> Option<&'t Arc<Pool>> {
+    let host = authority_of(req.uri(), req.headers()).map(strip_port);
+    topology.route(host, req.uri().path())
+}
+
+/// The response head for the client; the body streams with its in-flight handle.
+fn response_filter(
+    res: Response<Incoming>,
+    in_flight: InFlight,
+    version: &'static str,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = res.into_parts();
+    headers::prepare_response(&mut parts.headers, version);
+    Response::from_parts(parts, ResponseBody::upstream(body, in_flight))
+}
+
+/// The RTT to record for a 5xx: the upstream's `Retry-After` (seconds) if it gave one, else
+/// the fixed penalty.
+fn penalty<B>(res: &Response<B>) -> Duration {
+    res.headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(FAILURE_PENALTY, |s| {
+            Duration::from_secs(s).clamp(FAILURE_PENALTY, MAX_RETRY_AFTER_PENALTY)
+        })
+}
+
+fn authority(parts: &http::request::Parts) -> Option<&str> {
+    authority_of(&parts.uri, &parts.headers)
+}
+
+/// The authority the client asked for: the URI's (HTTP/2, absolute-form) or `Host`.
+fn authority_of<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+fn strip_port(authority: &str) -> &str {
+    match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[..i],
+        _ => authority,
+    }
+}
+
+/// The protocol version as `Via` writes it.
+fn via_version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "2",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn a_retry_after_sets_the_penalty_within_bounds() {
+        let with = |v: &str| {
+            let mut r = Response::new(());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+            penalty(&r)
+        };
+        assert_eq!(penalty(&Response::new(())), FAILURE_PENALTY);
+        assert_eq!(with("3"), Duration::from_secs(3));
+        assert_eq!(with("3600"), MAX_RETRY_AFTER_PENALTY);
+        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), FAILURE_PENALTY);
+    }
+}

@@ -1,0 +1,240 @@
+//! Prometheus metrics of the proxy. Label lookups cost a hash and a lock, so per-endpoint and
+//! per-pool handles are resolved once when the topology is built; the request path only
+//! increments atomics. Gauges that mirror endpoint state (in flight, RTT estimate) are set
+//! when `/metrics` is scraped, at no cost to requests.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Request latency buckets in seconds: sub-millisecond proxying up to the request timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+];
+
+/// Why the proxy answered a request itself instead of an upstream answering it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalError {
+    /// 404: no route matches the host and path.
+    NoRoute,
+    /// 503: the pool has no endpoint to send to.
+    NoEndpoint,
+    /// 502: the upstream refused or reset the connection, or sent a broken response.
+    UpstreamError,
+    /// 504: the upstream did not answer within the per-try or request timeout.
+    UpstreamTimeout,
+    /// 413: the request body is over `limits.max_body_bytes`.
+    BodyTooLarge,
+    /// 400: the request cannot be forwarded as is (e.g. no usable authority).
+    BadRequest,
+}
+
+impl LocalError {
+    pub const ALL: [LocalError; 6] = [
+        LocalError::NoRoute,
+        LocalError::NoEndpoint,
+        LocalError::UpstreamError,
+        LocalError::UpstreamTimeout,
+        LocalError::BodyTooLarge,
+        LocalError::BadRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalError::NoRoute => "no_route",
+            LocalError::NoEndpoint => "no_endpoint",
+            LocalError::UpstreamError => "upstream_error",
+            LocalError::UpstreamTimeout => "upstream_timeout",
+            LocalError::BodyTooLarge => "body_too_large",
+            LocalError::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// Every metric the proxy exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    pub in_flight: IntGaugeVec,
+    pub rtt_estimate: prometheus::GaugeVec,
+    local_errors: IntCounterVec,
+    pub connections_total: IntCounterVec,
+    pub connections_active: IntGaugeVec,
+    pub tls_handshakes: IntCounterVec,
+    pub connection_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("proxy".into()), None).expect("valid prefix");
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Requests answered by an upstream, by pool, endpoint and status class",
+            ),
+            &["pool", "endpoint", "class"],
+        )
+        .expect("valid");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from receiving a request to sending response headers, by pool",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["pool"],
+        )
+        .expect("valid");
+        let in_flight = IntGaugeVec::new(
+            Opts::new("upstream_in_flight", "Requests in flight to each endpoint"),
+            &["pool", "endpoint"],
+        )
+        .expect("valid");
+        let rtt_estimate = prometheus::GaugeVec::new(
+            Opts::new(
+                "upstream_rtt_estimate_seconds",
+                "Peak-EWMA RTT estimate of each endpoint",
+            ),
+            &["pool", "endpoint"],
+        )
+        .expect("valid");
+        let local_errors = IntCounterVec::new(
+            Opts::new(
+                "local_responses_total",
+                "Requests the proxy answered itself, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid");
+        let connections_total = IntCounterVec::new(
+            Opts::new(
+                "connections_total",
+                "Client connections accepted, by listener",
+            ),
+            &["listener"],
+        )
+        .expect("valid");
+        let connections_active = IntGaugeVec::new(
+            Opts::new("connections_active", "Client connections open, by listener"),
+            &["listener"],
+        )
+        .expect("valid");
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new("tls_handshakes_total", "TLS handshakes, by result"),
+            &["result"],
+        )
+        .expect("valid");
+        let connection_errors = IntCounterVec::new(
+            Opts::new(
+                "connection_errors_total",
+                "Client connections that ended in an error (header timeout, protocol error)",
+            ),
+            &["kind"],
+        )
+        .expect("valid");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(rtt_estimate.clone()),
+            Box::new(local_errors.clone()),
+            Box::new(connections_total.clone()),
+            Box::new(connections_active.clone()),
+            Box::new(tls_handshakes.clone()),
+            Box::new(connection_errors.clone()),
+        ] {
+            registry.register(c).expect("registered once");
+        }
+        for e in LocalError::ALL {
+            local_errors.with_label_values(&[e.as_str()]);
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            rtt_estimate,
+            local_errors,
+            connections_total,
+            connections_active,
+            tls_handshakes,
+            connection_errors,
+        }
+    }
+
+    /// Handles for one endpoint of one pool.
+    pub fn endpoint(&self, pool: &str, endpoint: &str) -> EndpointMetrics {
+        let class = |c: &str| self.requests.with_label_values(&[pool, endpoint, c]);
+        EndpointMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+        }
+    }
+
+    /// The latency histogram of one pool.
+    pub fn pool_duration(&self, pool: &str) -> prometheus::Histogram {
+        self.duration.with_label_values(&[pool])
+    }
+
+    pub fn local(&self, e: LocalError) {
+        self.local_errors.with_label_values(&[e.as_str()]).inc();
+    }
+
+    /// Forgets the series of an endpoint that a reload removed.
+    pub fn forget_endpoint(&self, pool: &str, endpoint: &str) {
+        for c in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            let _ = self.requests.remove_label_values(&[pool, endpoint, c]);
+        }
+        let _ = self.in_flight.remove_label_values(&[pool, endpoint]);
+        let _ = self.rtt_estimate.remove_label_values(&[pool, endpoint]);
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Pre-resolved counters of one endpoint.
+#[derive(Clone)]
+pub struct EndpointMetrics {
+    by_class: [IntCounter; 5],
+}
+
+impl EndpointMetrics {
+    pub fn response(&self, status: u16) {
+        let i = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[i].inc();
+    }
+}
+
+/// A gauge that counts itself down when dropped: one open connection.
+pub struct ActiveConnection(IntGauge);
+
+impl ActiveConnection {
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        ActiveConnection(gauge)
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,221 @@
+//! The routing table and pools built from `upstreams.toml`: what one request consults, through
+//! one `ArcSwap` load, to find its endpoint.
+//!
+//! A topology is immutable once built. A reload builds a new one from the new file *and the
+//! old topology*: an endpoint present in both (same pool, same address) keeps its `Arc`, so its
+//! in-flight count, RTT estimate and, later, health survive the swap; requests in flight on a
+//! removed endpoint finish on the `Arc` they hold.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::balance::{self, Balancer, Endpoint};
+use crate::config::{PoolConfig, UpstreamsConfig};
+use crate::metrics::{EndpointMetrics, Metrics};
+
+/// A named set of endpoints and the balancer that picks among them.
+pub struct Pool {
+    pub config: PoolConfig,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Per-endpoint counters, parallel to `endpoints`.
+    pub endpoint_metrics: Vec<EndpointMetrics>,
+    /// The pool's latency histogram.
+    pub duration: prometheus::Histogram,
+    /// Indices of the endpoints that may receive requests.
+    candidates: Vec<usize>,
+    balancer: Box<dyn Balancer>,
+}
+
+impl Pool {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Picks an endpoint, avoiding those in `exclude` (endpoints already tried).
+    pub fn pick(&self, rng: &mut fastrand::Rng, now: Instant, exclude: &[usize]) -> Option<usize> {
+        if exclude.is_empty() {
+            return balance::pick(
+                self.balancer.as_ref(),
+                &self.endpoints,
+                &self.candidates,
+                rng,
+                now,
+            );
+        }
+        let rest: Vec<usize> = self
+            .candidates
+            .iter()
+            .copied()
+            .filter(|i| !exclude.contains(i))
+            .collect();
+        balance::pick(self.balancer.as_ref(), &self.endpoints, &rest, rng, now)
+    }
+}
+
+/// One route, resolved to its pool.
+struct Route {
+    host: Option<String>,
+    path_prefix: String,
+    pool: usize,
+}
+
+/// Routes and pools: everything the request path reads.
+pub struct Topology {
+    routes: Vec<Route>,
+    pub pools: Vec<Arc<Pool>>,
+}
+
+impl Topology {
+    /// Builds a topology from `config`, reusing the endpoints of `previous` that are kept.
+    pub fn build(
+        config: &UpstreamsConfig,
+        previous: Option<&Topology>,
+        metrics: &Metrics,
+        now: Instant,
+    ) -> Topology {
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|pc| {
+                let endpoints: Vec<Arc<Endpoint>> = pc
+                    .endpoints
+                    .iter()
+                    .map(
+                        |ec| match previous.and_then(|p| p.endpoint(&pc.name, ec.addr)) {
+                            Some(kept) => {
+                                kept.set_weight(ec.weight);
+                                kept
+                            }
+                            None => Endpoint::new(ec.addr, ec.weight, now),
+                        },
+                    )
+                    .collect();
+                let endpoint_metrics = endpoints
+                    .iter()
+                    .map(|e| metrics.endpoint(&pc.name, &e.addr.to_string()))
+                    .collect();
+                Arc::new(Pool {
+                    balancer: pc.algorithm.build(endpoints.len()),
+                    candidates: (0..endpoints.len()).collect(),
+                    duration: metrics.pool_duration(&pc.name),
+                    endpoint_metrics,
+                    endpoints,
+                    config: pc.clone(),
+                })
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let pool = pools.iter().position(|p| p.name() == r.pool)?;
+                Some(Route {
+                    host: r.host.clone(),
+                    path_prefix: r.path_prefix.clone(),
+                    pool,
+                })
+            })
+            .collect();
+        Topology { routes, pools }
+    }
+
+    /// The endpoint at `addr` in pool `pool`, if any.
+    pub fn endpoint(&self, pool: &str, addr: SocketAddr) -> Option<Arc<Endpoint>> {
+        self.pools
+            .iter()
+            .find(|p| p.name() == pool)?
+            .endpoints
+            .iter()
+            .find(|e| e.addr == addr)
+            .cloned()
+    }
+
+    /// The pool for a request to `host` (without port, any case) and `path`.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Pool>> {
+        self.routes
+            .iter()
+            .find(|r| {
+                let host_ok = match (&r.host, host) {
+                    (None, _) => true,
+                    (Some(want), Some(h)) => want.eq_ignore_ascii_case(h),
+                    (Some(_), None) => false,
+                };
+                host_ok && path.starts_with(&r.path_prefix)
+            })
+            .map(|r| &self.pools[r.pool])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn topo(text: &str, previous: Option<&Topology>, metrics: &Metrics) -> Topology {
+        let cfg = UpstreamsConfig::parse(Path::new("u.toml"), text).expect("valid");
+        Topology::build(&cfg, previous, metrics, Instant::now())
+    }
+
+    const TWO_POOLS: &str = r#"
+[[route]]
+host = "api.example"
+path_prefix = "/v2/"
+pool = "b"
+[[route]]
+pool = "a"
+[pool.a]
+endpoints = [{ addr = "127.0.0.1:1" }, { addr = "127.0.0.1:2" }]
+[pool.b]
+endpoints = [{ addr = "127.0.0.1:3" }]
+"#;
+
+    #[tokio::test(start_paused = true)]
+    async fn routes_by_host_and_prefix() {
+        let m = Metrics::new();
+        let t = topo(TWO_POOLS, None, &m);
+        assert_eq!(t.route(Some("API.example"), "/v2/x").unwrap().name(), "b");
+        assert_eq!(t.route(Some("api.example"), "/v1/x").unwrap().name(), "a");
+        assert_eq!(t.route(None, "/v2/x").unwrap().name(), "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kept_endpoints_keep_their_state_across_a_rebuild() {
+        let m = Metrics::new();
+        let old = topo(TWO_POOLS, None, &m);
+        let kept = old.endpoint("a", "127.0.0.1:2".parse().unwrap()).unwrap();
+        let _in_flight = kept.start(Instant::now());
+        let new = topo(
+            r#"
+[pool.a]
+endpoints = [{ addr = "127.0.0.1:2", weight = 5 }, { addr = "127.0.0.1:4" }]
+"#,
+            Some(&old),
+            &m,
+        );
+        let again = new.endpoint("a", "127.0.0.1:2".parse().unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&kept, &again));
+        assert_eq!(again.in_flight(), 1);
+        assert_eq!(again.weight(), 5);
+        assert!(new.endpoint("a", "127.0.0.1:1".parse().unwrap()).is_none());
+        assert_eq!(
+            new.endpoint("a", "127.0.0.1:4".parse().unwrap())
+                .unwrap()
+                .in_flight(),
+            0
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pick_avoids_excluded_endpoints() {
+        let m = Metrics::new();
+        let t = topo(TWO_POOLS, None, &m);
+        let pool = t.route(None, "/").unwrap();
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..20 {
+            assert_eq!(pool.pick(&mut rng, Instant::now(), &[0]), Some(1));
+        }
+        assert_eq!(pool.pick(&mut rng, Instant::now(), &[0, 1]), None);
+    }
+}

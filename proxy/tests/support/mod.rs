@@ -1,0 +1,413 @@
+//! Test support: synthetic upstreams (real hyper servers on loopback ports, with a latency,
+//! a status, echo, sink, source and hang behaviours) and the real `proxy` binary started on
+//! free ports with generated config files. Builders keep each test a few readable lines.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `cond` until true or the deadline passes (then panics naming `what`).
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    while !cond().await {
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ===== synthetic upstreams =====
+
+/// How a synthetic upstream answers `GET /` (other paths have fixed meanings, see `respond`).
+#[derive(Clone)]
+pub struct Behaviour {
+    pub latency: Duration,
+    pub status: u16,
+    /// Accept connections and requests but never answer.
+    pub hang: bool,
+}
+
+/// A running synthetic upstream.
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Requests received.
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub fn builder(name: &str) -> UpstreamBuilder {
+        UpstreamBuilder {
+            name: name.into(),
+            behaviour: Behaviour {
+                latency: Duration::ZERO,
+                status: 200,
+                hang: false,
+            },
+        }
+    }
+
+    pub async fn start(name: &str) -> Upstream {
+        Upstream::builder(name).start().await
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct UpstreamBuilder {
+    name: String,
+    behaviour: Behaviour,
+}
+
+impl UpstreamBuilder {
+    pub fn latency(mut self, d: Duration) -> Self {
+        self.behaviour.latency = d;
+        self
+    }
+
+    pub fn status(mut self, s: u16) -> Self {
+        self.behaviour.status = s;
+        self
+    }
+
+    pub fn hang(mut self) -> Self {
+        self.behaviour.hang = true;
+        self
+    }
+
+    pub async fn start(self) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (name, behaviour, counter) = (self.name.clone(), self.behaviour, hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (name, behaviour, counter) = (name.clone(), behaviour.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let (name, behaviour, counter) =
+                            (name.clone(), behaviour.clone(), counter.clone());
+                        async move {
+                            Ok::<_, Infallible>(respond(&name, &behaviour, &counter, req).await)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            name: self.name,
+            addr,
+            hits,
+            task,
+        }
+    }
+}
+
+type UpBody = http_body_util::Either<Full<Bytes>, Source>;
+
+/// `GET /echo`: the request head as JSON. `POST /sink`: counts the body, answers the count.
+/// `GET /source?bytes=N`: streams N bytes. Anything else: after the latency, the status with
+/// the upstream's name as body.
+async fn respond(
+    name: &str,
+    b: &Behaviour,
+    hits: &AtomicUsize,
+    req: Request<Incoming>,
+) -> Response<UpBody> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    if b.hang {
+        std::future::pending::<()>().await;
+    }
+    let full = |status: u16, body: String| {
+        let mut res = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(body))));
+        *res.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+        res
+    };
+    match req.uri().path() {
+        "/echo" => {
+            let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+            for (k, v) in req.headers() {
+                headers
+                    .entry(k.as_str().to_string())
+                    .or_default()
+                    .push(v.to_str().unwrap_or("").to_string());
+            }
+            let body = serde_json::json!({
+                "upstream": name,
+                "uri": req.uri().to_string(),
+                "version": format!("{:?}", req.version()),
+                "headers": headers,
+            });
+            full(200, body.to_string())
+        }
+        "/sink" => {
+            let mut body = req.into_body();
+            let mut n: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => return full(400, "broken body".into()),
+                }
+            }
+            full(200, n.to_string())
+        }
+        "/source" => {
+            let n: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("bytes="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            Response::new(http_body_util::Either::Right(Source { remaining: n }))
+        }
+        _ => {
+            if !b.latency.is_zero() {
+                tokio::time::sleep(b.latency).await;
+            }
+            full(b.status, name.to_string())
+        }
+    }
+}
+
+/// A body of `remaining` bytes, generated 64 KiB at a time.
+pub struct Source {
+    pub remaining: u64,
+}
+
+const CHUNK: usize = 64 * 1024;
+static ZEROS: [u8; CHUNK] = [b'x'; CHUNK];
+
+impl Body for Source {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = this.remaining.min(CHUNK as u64) as usize;
+        this.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..n])))))
+    }
+}
+
+// ===== the proxy binary =====
+
+pub struct ProxyBuilder {
+    algorithm: String,
+    endpoints: Vec<(SocketAddr, u32)>,
+    extra_proxy_toml: String,
+    https: bool,
+    upstreams_toml: Option<String>,
+}
+
+/// A running `proxy` process with its ports and files.
+pub struct ProxyProcess {
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub child: Child,
+}
+
+pub fn proxy() -> ProxyBuilder {
+    ProxyBuilder {
+        algorithm: "round-robin".into(),
+        endpoints: Vec::new(),
+        extra_proxy_toml: String::new(),
+        https: false,
+        upstreams_toml: None,
+    }
+}
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+impl ProxyBuilder {
+    pub fn algorithm(mut self, a: &str) -> Self {
+        self.algorithm = a.into();
+        self
+    }
+
+    pub fn upstream(mut self, u: &Upstream) -> Self {
+        self.endpoints.push((u.addr, 1));
+        self
+    }
+
+    pub fn endpoint(mut self, addr: SocketAddr, weight: u32) -> Self {
+        self.endpoints.push((addr, weight));
+        self
+    }
+
+    /// Extra TOML appended to proxy.toml (sections like `[timeouts]`).
+    pub fn proxy_toml(mut self, text: &str) -> Self {
+        self.extra_proxy_toml.push_str(text);
+        self.extra_proxy_toml.push('\n');
+        self
+    }
+
+    pub fn upstreams_toml(mut self, text: &str) -> Self {
+        self.upstreams_toml = Some(text.into());
+        self
+    }
+
+    pub fn https(mut self) -> Self {
+        self.https = true;
+        self
+    }
+
+    /// Writes the files and returns the directory and proxy.toml path, without starting.
+    pub fn write(&self) -> (PathBuf, PathBuf, SocketAddr, Option<SocketAddr>, SocketAddr) {
+        let dir = std::env::temp_dir().join(format!(
+            "mc-proxy-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let https: Option<SocketAddr> = self.https.then(|| ([127, 0, 0, 1], free_port()).into());
+        let mut listen = format!("[listen]\nhttp = \"{http}\"\nadmin = \"{admin}\"\n");
+        if let Some(h) = https {
+            listen.push_str(&format!("https = \"{h}\"\n"));
+        }
+        let proxy_toml = format!(
+            "upstreams_file = \"upstreams.toml\"\n{listen}\n[tls]\nself_signed = true\n{}",
+            self.extra_proxy_toml
+        );
+        let upstreams = self.upstreams_toml.clone().unwrap_or_else(|| {
+            let eps: Vec<String> = self
+                .endpoints
+                .iter()
+                .map(|(a, w)| format!("  {{ addr = \"{a}\", weight = {w} }},"))
+                .collect();
+            format!(
+                "[pool.main]\nalgorithm = \"{}\"\nendpoints = [\n{}\n]\n",
+                self.algorithm,
+                eps.join("\n")
+            )
+        });
+        std::fs::write(dir.join("proxy.toml"), proxy_toml).unwrap();
+        std::fs::write(dir.join("upstreams.toml"), upstreams).unwrap();
+        let path = dir.join("proxy.toml");
+        (dir, path, http, https, admin)
+    }
+
+    pub async fn start(self) -> ProxyProcess {
+        let (dir, path, http, https, admin) = self.write();
+        let child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start proxy");
+        let p = ProxyProcess {
+            http,
+            https,
+            admin,
+            dir,
+            child,
+        };
+        let ports: Vec<SocketAddr> = [Some(http), https, Some(admin)]
+            .into_iter()
+            .flatten()
+            .collect();
+        eventually("the proxy to listen", Duration::from_secs(20), || {
+            let ports = ports.clone();
+            async move { ports.iter().all(|a| TcpStream::connect(a).is_ok()) }
+        })
+        .await;
+        p
+    }
+}
+
+impl ProxyProcess {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Peak resident memory of the proxy process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A client without connection pooling quirks: keep-alive, no proxy, no redirects.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
