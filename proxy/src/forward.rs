@@ -39,11 +39,29 @@ pub const NO_ENDPOINT_RETRY_AFTER: &str = "1";
 /// Upper bound on the penalty taken from an upstream's own `Retry-After`.
 pub const MAX_RETRY_AFTER_PENALTY: Duration = Duration::from_secs(10);
 
-/// The forwarding proxy: shared by every connection of every listener.
+/// The pooled keep-alive HTTP/1.1 client to upstreams. Each worker thread has its own, so a
+/// request and its upstream connection are driven by the same thread.
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// Builds a worker's upstream client: connect timeout, TCP_NODELAY, idle connections kept
+/// for `timeouts.idle`.
+pub fn upstream_client(timeouts: &Timeouts) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeouts.connect));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(timeouts.idle)
+        .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// The forwarding proxy's shared state: one per process, used by every worker thread.
 pub struct Proxy {
     /// The routing table; swapped whole by a reload.
     pub topology: ArcSwap<Topology>,
-    client: Client<HttpConnector, RequestBody>,
     limits: Limits,
     timeouts: Timeouts,
     trusted: Vec<IpNet>,
@@ -59,19 +77,8 @@ struct Outbound {
 
 impl Proxy {
     pub fn new(config: &ProxyConfig, topology: Topology, metrics: Metrics) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeouts.connect));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.timeouts.idle)
-            .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         Proxy {
             topology: ArcSwap::from_pointee(topology),
-            client,
             limits: config.limits,
             timeouts: config.timeouts,
             trusted: config.forwarding.trusted_proxies.clone(),
@@ -84,11 +91,16 @@ impl Proxy {
         headers::is_trusted(ip, &self.trusted)
     }
 
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
     /// Handles one client request, whatever happens: every failure becomes a response.
     pub async fn handle(
         &self,
+        upstream: &UpstreamClient,
         req: Request<Incoming>,
-        client: headers::Client,
+        client: headers::Peer,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let topology = self.topology.load_full();
@@ -107,7 +119,7 @@ impl Proxy {
             Err(e) => return self.local(e, version),
         };
         let pool = outbound.pool.clone();
-        let res = match self.send(outbound).await {
+        let res = match self.send(upstream, outbound).await {
             Ok((res, in_flight)) => response_filter(res, in_flight, version),
             Err(e) => self.local(e, version),
         };
@@ -133,13 +145,12 @@ impl Proxy {
         &self,
         pool: Arc<Pool>,
         req: Request<Incoming>,
-        client: &headers::Client,
+        client: &headers::Peer,
         rng: &mut fastrand::Rng,
     ) -> Result<Outbound, LocalError> {
         let endpoint = pool
             .pick(rng, Instant::now(), &[])
             .ok_or(LocalError::NoEndpoint)?;
-        let addr = pool.endpoints[endpoint].addr;
         let (mut parts, body) = req.into_parts();
         let authority = authority(&parts).map(str::to_owned);
         if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
@@ -158,13 +169,17 @@ impl Proxy {
             via_version(parts.version),
             || headers::request_id(rng),
         );
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(addr.to_string())
-            .path_and_query(path)
-            .build()
-            .map_err(|_| LocalError::BadRequest)?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(pool.authorities[endpoint].clone());
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        parts.uri = Uri::from_parts(uri).map_err(|_| LocalError::BadRequest)?;
         parts.version = Version::HTTP_11;
         Ok(Outbound {
             pool,
@@ -174,7 +189,11 @@ impl Proxy {
     }
 
     /// Sends one try and waits for the response head, bounded by the per-try timeout.
-    async fn send(&self, outbound: Outbound) -> Result<(Response<Incoming>, InFlight), LocalError> {
+    async fn send(
+        &self,
+        upstream: &UpstreamClient,
+        outbound: Outbound,
+    ) -> Result<(Response<Incoming>, InFlight), LocalError> {
         let Outbound {
             pool,
             endpoint,
@@ -183,7 +202,7 @@ impl Proxy {
         let request_id = request.headers().get(&X_REQUEST_ID).cloned();
         let mut in_flight = pool.endpoints[endpoint].start(Instant::now());
         let limit = self.timeouts.per_try.min(self.timeouts.request);
-        match tokio::time::timeout(limit, self.client.request(request)).await {
+        match tokio::time::timeout(limit, upstream.request(request)).await {
             Ok(Ok(mut res)) => {
                 let status = res.status();
                 pool.endpoint_metrics[endpoint].response(status.as_u16());

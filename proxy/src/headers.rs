@@ -24,7 +24,7 @@ pub const VIA_NAME: &str = "microcourses";
 
 /// What the proxy knows about the client connection a request came in on.
 #[derive(Debug, Clone, Copy)]
-pub struct Client {
+pub struct Peer {
     pub peer: SocketAddr,
     /// `true` when the request arrived over TLS.
     pub tls: bool,
@@ -32,7 +32,7 @@ pub struct Client {
     pub trusted: bool,
 }
 
-impl Client {
+impl Peer {
     pub fn proto(&self) -> &'static str {
         if self.tls {
             "https"
@@ -98,7 +98,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
 /// as `Via` writes it (`1.1`, `2`); `new_request_id` makes an id when the client sent none.
 pub fn prepare_request(
     headers: &mut HeaderMap,
-    client: &Client,
+    client: &Peer,
     host: Option<&str>,
     version: &'static str,
     new_request_id: impl FnOnce() -> String,
@@ -148,11 +148,23 @@ pub fn prepare_response(headers: &mut HeaderMap, version: &'static str) {
 }
 
 fn append_via(headers: &mut HeaderMap, version: &'static str) {
-    let via = match joined(headers, &header::VIA) {
-        Some(prior) => format!("{prior}, {version} {VIA_NAME}"),
-        None => format!("{version} {VIA_NAME}"),
-    };
-    set(headers, &header::VIA, &via);
+    match joined(headers, &header::VIA) {
+        Some(prior) => set(
+            headers,
+            &header::VIA,
+            &format!("{prior}, {version} {VIA_NAME}"),
+        ),
+        // The common case, without formatting: one of a few fixed values.
+        None => {
+            let value = match version {
+                "2" => HeaderValue::from_static("2 microcourses"),
+                "1.0" => HeaderValue::from_static("1.0 microcourses"),
+                "3" => HeaderValue::from_static("3 microcourses"),
+                _ => HeaderValue::from_static("1.1 microcourses"),
+            };
+            headers.insert(header::VIA, value);
+        }
+    }
 }
 
 /// All values of `name` joined with ", " (how repeated list headers combine).
@@ -211,8 +223,8 @@ pub fn request_id(rng: &mut fastrand::Rng) -> String {
 mod tests {
     use super::*;
 
-    fn client(ip: &str, trusted: bool, tls: bool) -> Client {
-        Client {
+    fn client(ip: &str, trusted: bool, tls: bool) -> Peer {
+        Peer {
             peer: SocketAddr::new(ip.parse().unwrap(), 5555),
             tls,
             trusted,
@@ -318,6 +330,18 @@ mod tests {
         prepare_response(&mut h, "1.1");
         assert_eq!(get(&h, "connection"), None);
         assert_eq!(get(&h, "via"), Some("1.1 microcourses"));
+    }
+
+    #[test]
+    fn preformatted_via_values_match_the_formatted_ones() {
+        for version in ["1.0", "1.1", "2", "3"] {
+            let mut h = HeaderMap::new();
+            append_via(&mut h, version);
+            assert_eq!(
+                get(&h, "via").map(str::to_string),
+                Some(format!("{version} {VIA_NAME}"))
+            );
+        }
     }
 
     #[test]

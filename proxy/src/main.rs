@@ -41,23 +41,7 @@ fn main() -> ExitCode {
         print_plan(&proxy_config, &upstreams);
         return ExitCode::SUCCESS;
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if proxy_config.runtime.workers > 0 {
-        runtime.worker_threads(proxy_config.runtime.workers);
-    }
-    let runtime = match runtime.build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(proxy::server::run(
-        proxy_config,
-        upstreams,
-        shared::shutdown::signal(),
-    )) {
+    match proxy::server::run(proxy_config, upstreams, shared::shutdown::signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("proxy: {e}");

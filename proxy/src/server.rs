@@ -1,7 +1,16 @@
-//! Listeners and connections: accept (bounded by `limits.max_connections`), TLS handshake on
-//! the https listener, then hyper-util's auto builder serves HTTP/1.1 and HTTP/2 on the same
-//! socket. On shutdown the accept loops stop, every connection is told to finish its
-//! in-flight requests and close, and the process waits for them, up to a bound.
+//! Listeners, workers and connections.
+//!
+//! Thread per core, as Envoy and nginx do: each worker thread runs its own current-thread
+//! tokio runtime, accepts from the shared listening sockets (the idlest worker tends to win
+//! the accept), and forwards through its own upstream connection pool, so a request and its
+//! upstream connection are driven by one thread with no cross-thread wake-ups. The workers
+//! share the topology, endpoint state and metrics. A control thread waits for the shutdown
+//! signal and serves the admin listener.
+//!
+//! Accept is bounded by `limits.max_connections`; the https listener does the TLS handshake
+//! first; hyper-util's auto builder then serves HTTP/1.1 and HTTP/2 on the same socket. On
+//! shutdown the accept loops stop, every connection is told to finish its in-flight requests
+//! and close, and the process waits for them, up to a bound.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,14 +22,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
 use crate::config::{ProxyConfig, UpstreamsConfig};
-use crate::forward::Proxy;
+use crate::forward::{upstream_client, Proxy, UpstreamClient};
 use crate::headers;
 use crate::metrics::{ActiveConnection, Metrics};
 use crate::tls;
@@ -47,35 +56,60 @@ impl Listener {
     }
 }
 
-/// Everything an accept loop shares with its connections.
+/// What every worker shares.
 struct Shared {
     proxy: Arc<Proxy>,
     builder: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
     /// TLS handshakes must finish within the header read timeout too (slowloris over TLS).
     handshake_timeout: Duration,
+    http: std::net::TcpListener,
+    https: Option<(std::net::TcpListener, TlsAcceptor)>,
 }
 
-/// Binds every listener, then serves until `shutdown` completes and connections drain.
-pub async fn run(
+/// The number of worker threads: `runtime.workers`, else `TOKIO_WORKER_THREADS`, else one
+/// per core.
+pub fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Binds every listener, starts the workers, and serves until `shutdown` completes and the
+/// connections have drained. Blocks the calling thread, which becomes the control thread.
+pub fn run(
     config: ProxyConfig,
     upstreams: UpstreamsConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
-    };
-    let http = bind(config.listen.http, "listen.http").await?;
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("proxy-control")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    control.block_on(run_control(config, upstreams, shutdown))
+}
+
+async fn run_control(
+    config: ProxyConfig,
+    upstreams: UpstreamsConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let http = bind(config.listen.http, "listen.http")?;
     let https = match config.listen.https {
         Some(addr) => Some((
-            bind(addr, "listen.https").await?,
-            tls::server_config(&config.tls)?,
+            bind(addr, "listen.https")?,
+            TlsAcceptor::from(tls::server_config(&config.tls)?),
         )),
         None => None,
     };
-    let admin_listener = bind(config.listen.admin, "listen.admin").await?;
+    let admin_listener = TcpListener::from_std(bind(config.listen.admin, "listen.admin")?)
+        .map_err(|e| format!("listen.admin: {e}"))?;
 
     let metrics = Metrics::new();
     let topology = Topology::build(&upstreams, None, &metrics, tokio::time::Instant::now());
@@ -85,48 +119,67 @@ pub async fn run(
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         handshake_timeout: config.timeouts.header_read,
         proxy: proxy.clone(),
+        http,
+        https,
     });
 
-    let graceful = Arc::new(GracefulShutdown::new());
+    let workers = worker_count(config.runtime.workers);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut loops = tokio::task::JoinSet::new();
-    tracing::info!(listen = %config.listen.http, "proxy listening (http)");
-    loops.spawn(accept_loop(
-        http,
-        None,
-        Listener::Http,
-        shared.clone(),
-        graceful.clone(),
-        stop_rx.clone(),
-    ));
-    if let Some((listener, tls_config)) = https {
-        tracing::info!(listen = ?config.listen.https, "proxy listening (https)");
-        loops.spawn(accept_loop(
-            listener,
-            Some(TlsAcceptor::from(tls_config)),
-            Listener::Https,
-            shared.clone(),
-            graceful.clone(),
-            stop_rx.clone(),
-        ));
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(workers);
+    for i in 0..workers {
+        let (shared, stop, done) = (shared.clone(), stop_rx.clone(), done_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("proxy-worker-{i}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(rt) => rt.block_on(worker(shared, stop)),
+                    Err(e) => tracing::error!(error = %e, "cannot start a worker runtime"),
+                }
+                let _ = done.try_send(());
+            })
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
     }
-    tracing::info!(listen = %config.listen.admin, "admin listening");
-    let admin_task = tokio::spawn(admin_loop(admin_listener, proxy.clone()));
+    drop(done_tx);
+    tracing::info!(
+        http = %config.listen.http,
+        https = ?config.listen.https,
+        admin = %config.listen.admin,
+        workers,
+        "proxy listening"
+    );
+    let admin_task = tokio::spawn(admin_loop(admin_listener, proxy));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; draining in-flight requests");
     let _ = stop_tx.send(true);
-    while loops.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), async {
+        for _ in 0..workers {
+            if done_rx.recv().await.is_none() {
+                break;
+            }
+        }
+    })
+    .await;
     admin_task.abort();
-    // The accept loops are gone, so this is the last handle; connections hold watchers only.
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        return Err("internal: graceful shutdown handle still shared".into());
-    };
-    match tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await {
+    match drained {
         Ok(()) => tracing::info!("drained, exiting"),
         Err(_) => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open; exiting"),
     }
     Ok(())
+}
+
+/// A non-blocking listening socket, registered with no runtime yet: each worker registers
+/// its own duplicate with its own runtime.
+fn bind(addr: SocketAddr, field: &str) -> Result<std::net::TcpListener, String> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("cannot listen on {addr} ({field}): {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{field}: {e}"))?;
+    Ok(listener)
 }
 
 /// HTTP/1.1 and HTTP/2 with the limits of `[limits]` and `[timeouts]`.
@@ -148,11 +201,47 @@ fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// One worker: accept loops on its duplicates of the listeners, its own upstream client,
+/// its own graceful-shutdown tracker. Returns once its connections have drained.
+async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    let upstream = upstream_client(shared.proxy.timeouts());
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut loops = tokio::task::JoinSet::new();
+    let mut listeners = vec![(&shared.http, None, Listener::Http)];
+    if let Some((l, acceptor)) = &shared.https {
+        listeners.push((l, Some(acceptor.clone()), Listener::Https));
+    }
+    for (std_listener, tls, kind) in listeners {
+        let listener = match std_listener.try_clone().map(TcpListener::from_std) {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) | Err(e) => {
+                tracing::error!(error = %e, listener = kind.as_str(), "worker cannot use listener");
+                continue;
+            }
+        };
+        loops.spawn(accept_loop(
+            listener,
+            tls,
+            kind,
+            shared.clone(),
+            upstream.clone(),
+            graceful.clone(),
+            stop.clone(),
+        ));
+    }
+    while loops.join_next().await.is_some() {}
+    // The accept loops are gone, so this is the last handle; connections hold watchers only.
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     kind: Listener,
     shared: Arc<Shared>,
+    upstream: UpstreamClient,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -185,17 +274,18 @@ async fn accept_loop(
         };
         total.inc();
         let _ = stream.set_nodelay(true);
-        let client = headers::Client {
+        let client = headers::Peer {
             peer,
             tls: tls.is_some(),
             trusted: shared.proxy.trusts(peer.ip()),
         };
         let shared = shared.clone();
         let tls = tls.clone();
+        let upstream = upstream.clone();
         let watcher = graceful.watcher();
         let active = ActiveConnection::new(active.clone());
         tokio::spawn(async move {
-            serve_connection(stream, tls, client, &shared, watcher).await;
+            serve_connection(stream, tls, client, &shared, upstream, watcher).await;
             drop(active);
             drop(permit);
         });
@@ -205,15 +295,16 @@ async fn accept_loop(
 async fn serve_connection(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
-    client: headers::Client,
+    client: headers::Peer,
     shared: &Shared,
-    watcher: Watcher,
+    upstream: UpstreamClient,
+    watcher: hyper_util::server::graceful::Watcher,
 ) {
     let metrics = &shared.proxy.metrics;
     let proxy = shared.proxy.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+        let (proxy, upstream) = (proxy.clone(), upstream.clone());
+        async move { Ok::<_, Infallible>(proxy.handle(&upstream, req, client).await) }
     });
     let result = match tls {
         None => {

@@ -19,6 +19,9 @@ use crate::metrics::{EndpointMetrics, Metrics};
 pub struct Pool {
     pub config: PoolConfig,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Each endpoint's address as a URI authority, parallel to `endpoints` (built once, so
+    /// the request path does not format addresses).
+    pub authorities: Vec<http::uri::Authority>,
     /// Per-endpoint counters, parallel to `endpoints`.
     pub endpoint_metrics: Vec<EndpointMetrics>,
     /// The pool's latency histogram.
@@ -96,7 +99,15 @@ impl Topology {
                     .iter()
                     .map(|e| metrics.endpoint(&pc.name, &e.addr.to_string()))
                     .collect();
+                let authorities = endpoints
+                    .iter()
+                    .map(|e| {
+                        http::uri::Authority::try_from(e.addr.to_string())
+                            .expect("a socket address is a valid authority")
+                    })
+                    .collect();
                 Arc::new(Pool {
+                    authorities,
                     balancer: pc.algorithm.build(endpoints.len()),
                     candidates: (0..endpoints.len()).collect(),
                     duration: metrics.pool_duration(&pc.name),
