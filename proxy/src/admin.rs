@@ -1,5 +1,6 @@
-//! The admin listener (loopback by default): `GET /metrics` (Prometheus text) and
-//! `GET /admin/upstreams` (JSON: each pool and endpoint with weight, in flight, RTT estimate).
+//! The admin listener (loopback by default): `GET /metrics` (Prometheus text),
+//! `GET /admin/upstreams` (JSON: the last reload, each pool and endpoint with weight, in
+//! flight, RTT estimate) and `POST /admin/reload` (reload `upstreams.toml` now).
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -8,10 +9,19 @@ use tokio::time::Instant;
 
 use crate::body::ResponseBody;
 use crate::forward::Proxy;
+use crate::reload::{ReloadStatus, Reloader};
 
 #[derive(Serialize)]
 struct UpstreamsView {
+    file: String,
+    last_reload: ReloadStatus,
     pools: Vec<PoolView>,
+}
+
+#[derive(Serialize)]
+struct ReloadAnswer<'a> {
+    ok: bool,
+    message: &'a str,
 }
 
 #[derive(Serialize)]
@@ -30,8 +40,21 @@ struct EndpointView {
     state: &'static str,
 }
 
-pub async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(
+    proxy: &Proxy,
+    reloader: &Reloader,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     match (req.method(), req.uri().path()) {
+        (&Method::POST, "/admin/reload") => {
+            let result = reloader.reload("admin");
+            let (status, ok, message) = match &result {
+                Ok(m) => (StatusCode::OK, true, m.as_str()),
+                Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, false, e.as_str()),
+            };
+            let json = serde_json::to_string(&ReloadAnswer { ok, message }).unwrap_or_default();
+            text(status, "application/json", json)
+        }
         (&Method::GET, "/metrics") => {
             refresh_gauges(proxy);
             text(
@@ -41,7 +64,8 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ResponseB
             )
         }
         (&Method::GET, "/admin/upstreams") => {
-            let json = serde_json::to_string_pretty(&upstreams(proxy)).unwrap_or_default();
+            let json =
+                serde_json::to_string_pretty(&upstreams(proxy, reloader)).unwrap_or_default();
             text(StatusCode::OK, "application/json", json)
         }
         (_, "/metrics" | "/admin/upstreams") => text(
@@ -49,15 +73,20 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ResponseB
             "text/plain",
             "use GET\n".into(),
         ),
+        (_, "/admin/reload") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST\n".into(),
+        ),
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: GET /metrics, GET /admin/upstreams\n".into(),
+            "admin endpoints: GET /metrics, GET /admin/upstreams, POST /admin/reload\n".into(),
         ),
     }
 }
 
-fn upstreams(proxy: &Proxy) -> UpstreamsView {
+fn upstreams(proxy: &Proxy, reloader: &Reloader) -> UpstreamsView {
     let topology = proxy.topology.load_full();
     let now = Instant::now();
     let pools = topology
@@ -79,7 +108,11 @@ fn upstreams(proxy: &Proxy) -> UpstreamsView {
                 .collect(),
         })
         .collect();
-    UpstreamsView { pools }
+    UpstreamsView {
+        file: reloader.path().display().to_string(),
+        last_reload: reloader.last(),
+        pools,
+    }
 }
 
 /// Mirrors endpoint state into the gauges just before a scrape.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod forward;
 pub mod headers;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod topology;

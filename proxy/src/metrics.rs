@@ -66,6 +66,10 @@ pub struct Metrics {
     pub connections_active: IntGaugeVec,
     pub tls_handshakes: IntCounterVec,
     pub connection_errors: IntCounterVec,
+    /// `config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    /// `config_reload_failures_total`: reloads refused because the file was invalid.
+    pub config_reload_failures: IntCounter,
 }
 
 impl Metrics {
@@ -135,8 +139,23 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "config_reloads_total",
+                "Reloads of upstreams.toml, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid");
+        let config_reload_failures = IntCounter::new(
+            "config_reload_failures_total",
+            "Reloads refused because upstreams.toml was invalid",
+        )
+        .expect("valid");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(config_reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(config_reload_failures.clone()),
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
             Box::new(rtt_estimate.clone()),
@@ -162,6 +181,8 @@ impl Metrics {
             connections_active,
             tls_handshakes,
             connection_errors,
+            config_reloads,
+            config_reload_failures,
         }
     }
 

@@ -32,6 +32,7 @@ use crate::config::{ProxyConfig, UpstreamsConfig};
 use crate::forward::{upstream_client, Proxy, UpstreamClient};
 use crate::headers;
 use crate::metrics::{ActiveConnection, Metrics};
+use crate::reload::{self, Reloader};
 use crate::tls;
 use crate::topology::Topology;
 
@@ -114,6 +115,15 @@ async fn run_control(
     let metrics = Metrics::new();
     let topology = Topology::build(&upstreams, None, &metrics, tokio::time::Instant::now());
     let proxy = Arc::new(Proxy::new(&config, topology, metrics));
+    let reloader = Arc::new(Reloader::new(proxy.clone(), config.upstreams_file.clone()));
+    // Watch before serving, so no edit made from here on is missed.
+    let watch_task = match reload::watch_file(reloader.clone()) {
+        Ok(watching) => Some(tokio::spawn(watching)),
+        Err(e) => {
+            tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP or POST /admin/reload");
+            None
+        }
+    };
     let shared = Arc::new(Shared {
         builder: connection_builder(&config),
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -150,7 +160,8 @@ async fn run_control(
         workers,
         "proxy listening"
     );
-    let admin_task = tokio::spawn(admin_loop(admin_listener, proxy));
+    let admin_task = tokio::spawn(admin_loop(admin_listener, proxy, reloader.clone()));
+    let sighup_task = tokio::spawn(reload::on_sighup(reloader.clone()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; draining in-flight requests");
@@ -164,6 +175,10 @@ async fn run_control(
     })
     .await;
     admin_task.abort();
+    sighup_task.abort();
+    if let Some(task) = watch_task {
+        task.abort();
+    }
     match drained {
         Ok(()) => tracing::info!("drained, exiting"),
         Err(_) => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open; exiting"),
@@ -349,7 +364,7 @@ async fn serve_connection(
 }
 
 /// The admin listener: small, HTTP/1.1 only, not drained on shutdown.
-async fn admin_loop(listener: TcpListener, proxy: Arc<Proxy>) {
+async fn admin_loop(listener: TcpListener, proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new());
     let builder = Arc::new(builder);
@@ -358,12 +373,12 @@ async fn admin_loop(listener: TcpListener, proxy: Arc<Proxy>) {
             tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
             continue;
         };
-        let proxy = proxy.clone();
+        let (proxy, reloader) = (proxy.clone(), reloader.clone());
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(admin::handle(&proxy, req).await) }
+                let (proxy, reloader) = (proxy.clone(), reloader.clone());
+                async move { Ok::<_, Infallible>(admin::handle(&proxy, &reloader, req).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)

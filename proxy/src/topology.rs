@@ -68,6 +68,8 @@ struct Route {
 pub struct Topology {
     routes: Vec<Route>,
     pub pools: Vec<Arc<Pool>>,
+    /// The configuration it was built from (a reload that changes nothing is skipped).
+    pub config: UpstreamsConfig,
 }
 
 impl Topology {
@@ -129,7 +131,11 @@ impl Topology {
                 })
             })
             .collect();
-        Topology { routes, pools }
+        Topology {
+            routes,
+            pools,
+            config: config.clone(),
+        }
     }
 
     /// The endpoint at `addr` in pool `pool`, if any.

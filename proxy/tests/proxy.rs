@@ -9,34 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{http_client, proxy, Upstream};
-
-async fn get_text(client: &reqwest::Client, url: &str) -> (u16, String) {
-    let res = client.get(url).send().await.expect("request");
-    let status = res.status().as_u16();
-    (status, res.text().await.unwrap_or_default())
-}
-
-/// `clients` concurrent loops, `per_client` GETs each (bounded); returns the bodies.
-async fn load(url: String, clients: usize, per_client: usize) -> Vec<(u16, String)> {
-    let client = http_client();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, url) = (client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::with_capacity(per_client);
-            for _ in 0..per_client {
-                out.push(get_text(&client, &url).await);
-            }
-            out
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all
-}
+use support::{get_text, http_client, load, proxy, Upstream};
 
 // ===== distribution =====
 

@@ -411,3 +411,141 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+pub async fn get_text(client: &reqwest::Client, url: &str) -> (u16, String) {
+    match client.get(url).send().await {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            (status, res.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// `clients` concurrent loops, `per_client` GETs each (bounded); returns status and body of
+/// each.
+pub async fn load(url: String, clients: usize, per_client: usize) -> Vec<(u16, String)> {
+    let client = http_client();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                out.push(get_text(&client, &url).await);
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// Load running in the background until stopped: `clients` loops of GETs, each bounded to
+/// `max_per_client` requests and `max_time`, so it always ends by itself.
+pub struct BackgroundLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>,
+}
+
+impl BackgroundLoad {
+    pub fn start(url: String, clients: usize, max_per_client: usize, max_time: Duration) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = http_client();
+        let tasks = (0..clients)
+            .map(|_| {
+                let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let end = Instant::now() + max_time;
+                    let mut out = Vec::new();
+                    while !stop.load(Ordering::SeqCst)
+                        && out.len() < max_per_client
+                        && Instant::now() < end
+                    {
+                        out.push(get_text(&client, &url).await);
+                    }
+                    out
+                })
+            })
+            .collect();
+        BackgroundLoad { stop, tasks }
+    }
+
+    /// Stops the loops and returns every result.
+    pub async fn finish(self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    }
+}
+
+impl ProxyProcess {
+    pub fn upstreams_path(&self) -> PathBuf {
+        self.dir.join("upstreams.toml")
+    }
+
+    /// Replaces upstreams.toml the way most editors save: write a new file, rename it over.
+    pub fn replace_upstreams(&self, text: &str) {
+        let tmp = self.dir.join(".upstreams.toml.swp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.upstreams_path()).unwrap();
+    }
+
+    /// Rewrites upstreams.toml in place (truncate and write).
+    pub fn rewrite_upstreams(&self, text: &str) {
+        std::fs::write(self.upstreams_path(), text).unwrap();
+    }
+
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        http_client()
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The endpoint addresses of the first pool, as `/admin/upstreams` shows them.
+    pub async fn endpoints(&self) -> Vec<String> {
+        let view = self.admin_json("/admin/upstreams").await;
+        view["pools"][0]["endpoints"]
+            .as_array()
+            .map(|eps| {
+                eps.iter()
+                    .map(|e| e["address"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// An upstreams.toml with one pool of `addrs`.
+pub fn pool_toml(algorithm: &str, addrs: &[SocketAddr]) -> String {
+    let eps: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{ addr = \"{a}\" }}"))
+        .collect();
+    format!(
+        "[pool.main]\nalgorithm = \"{algorithm}\"\nendpoints = [{}]\n",
+        eps.join(", ")
+    )
+}
