@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::balance::health::State;
 use crate::body::ResponseBody;
 use crate::forward::Proxy;
 use crate::reload::{ReloadStatus, Reloader};
@@ -28,6 +29,8 @@ struct ReloadAnswer<'a> {
 struct PoolView {
     name: String,
     algorithm: &'static str,
+    /// No endpoint is available: requests are spread over all of them.
+    panic: bool,
     endpoints: Vec<EndpointView>,
 }
 
@@ -37,7 +40,10 @@ struct EndpointView {
     weight: u32,
     in_flight: u64,
     rtt_estimate_ms: f64,
+    /// `healthy`, `unhealthy` (failed active checks) or `ejected` (passive).
     state: &'static str,
+    times_ejected: u32,
+    last_error: Option<String>,
 }
 
 pub async fn handle(
@@ -95,15 +101,21 @@ fn upstreams(proxy: &Proxy, reloader: &Reloader) -> UpstreamsView {
         .map(|p| PoolView {
             name: p.name().to_string(),
             algorithm: p.config.algorithm.as_str(),
+            panic: p.in_panic(),
             endpoints: p
                 .endpoints
                 .iter()
-                .map(|e| EndpointView {
-                    address: e.addr.to_string(),
-                    weight: e.weight(),
-                    in_flight: e.in_flight(),
-                    rtt_estimate_ms: e.rtt_estimate(now).as_secs_f64() * 1000.0,
-                    state: "active",
+                .map(|e| {
+                    let health = e.health();
+                    EndpointView {
+                        address: e.addr.to_string(),
+                        weight: e.weight(),
+                        in_flight: e.in_flight(),
+                        rtt_estimate_ms: e.rtt_estimate(now).as_secs_f64() * 1000.0,
+                        state: health.state().as_str(),
+                        times_ejected: health.times_ejected,
+                        last_error: health.last_error,
+                    }
                 })
                 .collect(),
         })
@@ -133,6 +145,14 @@ fn refresh_gauges(proxy: &Proxy) {
                 .rtt_estimate
                 .with_label_values(&labels)
                 .set(e.rtt_estimate(now).as_secs_f64());
+            let current = e.health().state();
+            for state in [State::Healthy, State::Unhealthy, State::Ejected] {
+                proxy
+                    .metrics
+                    .state
+                    .with_label_values(&[p.name(), addr.as_str(), state.as_str()])
+                    .set(i64::from(state == current));
+            }
         }
     }
 }

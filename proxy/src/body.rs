@@ -43,17 +43,25 @@ pub fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A client's request body, limited to `remaining` bytes.
+/// A client's request body, limited to `remaining` bytes; or no body at all (a request sent
+/// again on another endpoint, which is only done when its body was empty).
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Option<Incoming>,
     remaining: u64,
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: u64) -> Self {
         RequestBody {
-            inner,
+            inner: Some(inner),
             remaining: limit,
+        }
+    }
+
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            remaining: 0,
         }
     }
 }
@@ -67,7 +75,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -85,11 +96,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

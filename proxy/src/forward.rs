@@ -18,6 +18,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -25,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 use tokio::time::Instant;
 
+use crate::balance::health::Outcome;
 use crate::balance::{InFlight, FAILURE_PENALTY};
 use crate::body::{caused_by_body_limit, RequestBody, ResponseBody};
 use crate::config::{Limits, ProxyConfig, Timeouts};
@@ -68,13 +70,6 @@ pub struct Proxy {
     pub metrics: Metrics,
 }
 
-/// A request on its way upstream: the endpoint chosen and the rewritten request.
-struct Outbound {
-    pool: Arc<Pool>,
-    endpoint: usize,
-    request: Request<RequestBody>,
-}
-
 impl Proxy {
     pub fn new(config: &ProxyConfig, topology: Topology, metrics: Metrics) -> Proxy {
         Proxy {
@@ -114,12 +109,10 @@ impl Proxy {
             Some(pool) => pool.clone(),
             None => return self.local(LocalError::NoRoute, version),
         };
-        let outbound = match self.upstream_request(pool, req, &client, &mut rng) {
-            Ok(o) => o,
-            Err(e) => return self.local(e, version),
-        };
-        let pool = outbound.pool.clone();
-        let res = match self.send(upstream, outbound).await {
+        let res = match self
+            .forward(upstream, &pool, req, &client, &mut rng, started)
+            .await
+        {
             Ok((res, in_flight)) => response_filter(res, in_flight, version),
             Err(e) => self.local(e, version),
         };
@@ -140,76 +133,114 @@ impl Proxy {
         Ok(())
     }
 
-    /// Picks an endpoint and rewrites the request for it.
-    fn upstream_request(
+    /// Rewrites the head once, then tries endpoints: the first pick, and, for a replayable
+    /// request that failed before any response byte, a different endpoint per retry, within
+    /// the pool's attempts, the retry budget and the request deadline.
+    async fn forward(
         &self,
-        pool: Arc<Pool>,
+        upstream: &UpstreamClient,
+        pool: &Arc<Pool>,
         req: Request<Incoming>,
         client: &headers::Peer,
         rng: &mut fastrand::Rng,
-    ) -> Result<Outbound, LocalError> {
-        let endpoint = pool
-            .pick(rng, Instant::now(), &[])
-            .ok_or(LocalError::NoEndpoint)?;
-        let (mut parts, body) = req.into_parts();
-        let authority = authority(&parts).map(str::to_owned);
-        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+        started: Instant,
+    ) -> Result<(Response<Incoming>, InFlight), LocalError> {
+        let (mut head, body) = req.into_parts();
+        let authority = authority(&head).map(str::to_owned);
+        if head.version == Version::HTTP_2 && !head.headers.contains_key(header::HOST) {
             // HTTP/1.1 upstreams need Host; HTTP/2 clients send :authority instead.
             if let Some(a) = authority
                 .as_deref()
                 .and_then(|a| HeaderValue::from_str(a).ok())
             {
-                parts.headers.insert(header::HOST, a);
+                head.headers.insert(header::HOST, a);
             }
         }
         headers::prepare_request(
-            &mut parts.headers,
+            &mut head.headers,
             client,
             authority.as_deref(),
-            via_version(parts.version),
+            via_version(head.version),
             || headers::request_id(rng),
         );
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(pool.authorities[endpoint].clone());
-        uri.path_and_query = Some(
-            parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
-        parts.uri = Uri::from_parts(uri).map_err(|_| LocalError::BadRequest)?;
-        parts.version = Version::HTTP_11;
-        Ok(Outbound {
-            pool,
-            endpoint,
-            request: Request::from_parts(parts, RequestBody::new(body, self.limits.max_body_bytes)),
-        })
+        let attempts = pool.config.retry.attempts.max(1);
+        // Only a request whose whole body is known to be empty can be sent again.
+        let replayable = attempts > 1 && is_idempotent(&head.method) && body.is_end_stream();
+        let mut body = Some(RequestBody::new(body, self.limits.max_body_bytes));
+        let deadline = started + self.timeouts.request;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_error = LocalError::NoEndpoint;
+
+        for attempt in 0..attempts {
+            let Some(endpoint) = pool.pick(rng, Instant::now(), &tried) else {
+                break;
+            };
+            if attempt > 0 {
+                if !pool.retry_allowed() {
+                    self.metrics.retry_budget_exhausted(pool.name());
+                    break;
+                }
+                self.metrics.retry(pool.name());
+                if attempt > 1 {
+                    // Envoy's default back-off: full jitter between 25 and 250 ms.
+                    tokio::time::sleep(Duration::from_millis(rng.u64(25..=250))).await;
+                }
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                last_error = LocalError::UpstreamTimeout;
+                break;
+            }
+            let Some(try_body) = (if replayable {
+                Some(RequestBody::empty())
+            } else {
+                body.take()
+            }) else {
+                break;
+            };
+            let request = upstream_request(&mut head, pool, endpoint, try_body, replayable)?;
+            let limit = self.timeouts.per_try.min(remaining);
+            let _retrying = (attempt > 0).then(|| pool.retrying());
+            match self.send(upstream, pool, endpoint, request, limit).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    last_error = e;
+                    let retriable =
+                        matches!(e, LocalError::UpstreamError | LocalError::UpstreamTimeout);
+                    if !(replayable && retriable) {
+                        break;
+                    }
+                    tried.push(endpoint);
+                }
+            }
+        }
+        Err(last_error)
     }
 
-    /// Sends one try and waits for the response head, bounded by the per-try timeout.
+    /// Sends one try and waits for the response head, bounded by `limit`; records the outcome
+    /// on the endpoint (RTT or penalty, and success or failure for ejection).
     async fn send(
         &self,
         upstream: &UpstreamClient,
-        outbound: Outbound,
+        pool: &Arc<Pool>,
+        endpoint: usize,
+        request: Request<RequestBody>,
+        limit: Duration,
     ) -> Result<(Response<Incoming>, InFlight), LocalError> {
-        let Outbound {
-            pool,
-            endpoint,
-            request,
-        } = outbound;
         let request_id = request.headers().get(&X_REQUEST_ID).cloned();
         let mut in_flight = pool.endpoints[endpoint].start(Instant::now());
-        let limit = self.timeouts.per_try.min(self.timeouts.request);
         match tokio::time::timeout(limit, upstream.request(request)).await {
             Ok(Ok(mut res)) => {
                 let status = res.status();
                 pool.endpoint_metrics[endpoint].response(status.as_u16());
+                let now = Instant::now();
                 if status.is_server_error() {
                     in_flight.failed(penalty(&res));
+                    let error = format!("answered {status}");
+                    pool.record_request(endpoint, Outcome::Failure, Some(&error), now);
                 } else {
-                    in_flight.responded(Instant::now());
+                    in_flight.responded(now);
+                    pool.record_request(endpoint, Outcome::Success, None, now);
                 }
                 if let Some(id) = request_id {
                     res.headers_mut().entry(&X_REQUEST_ID).or_insert(id);
@@ -219,14 +250,19 @@ impl Proxy {
             Ok(Err(e)) => {
                 in_flight.failed(FAILURE_PENALTY);
                 if caused_by_body_limit(&e) {
+                    // The client's fault, not the endpoint's.
                     return Err(LocalError::BodyTooLarge);
                 }
-                tracing::debug!(endpoint = %pool.endpoints[endpoint].addr, error = %e, "upstream error");
+                let error = error_chain(&e);
+                tracing::debug!(endpoint = %pool.endpoints[endpoint].addr, %error, "upstream error");
+                pool.record_request(endpoint, Outcome::Failure, Some(&error), Instant::now());
                 Err(LocalError::UpstreamError)
             }
             Err(_) => {
                 in_flight.failed(FAILURE_PENALTY);
-                tracing::debug!(endpoint = %pool.endpoints[endpoint].addr, ?limit, "upstream timed out");
+                let error = format!("no response within {limit:?}");
+                tracing::debug!(endpoint = %pool.endpoints[endpoint].addr, %error, "upstream timed out");
+                pool.record_request(endpoint, Outcome::Failure, Some(&error), Instant::now());
                 Err(LocalError::UpstreamTimeout)
             }
         }
@@ -274,6 +310,49 @@ impl Proxy {
     }
 }
 
+/// The request for one try on `endpoint`, with the endpoint's address as authority. The
+/// rewritten headers are cloned when the request may be sent again, and moved otherwise.
+fn upstream_request(
+    head: &mut http::request::Parts,
+    pool: &Pool,
+    endpoint: usize,
+    body: RequestBody,
+    may_resend: bool,
+) -> Result<Request<RequestBody>, LocalError> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(pool.authorities[endpoint].clone());
+    uri.path_and_query = Some(
+        head.uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    let mut req = Request::new(body);
+    *req.uri_mut() = Uri::from_parts(uri).map_err(|_| LocalError::BadRequest)?;
+    *req.method_mut() = head.method.clone();
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = if may_resend {
+        head.headers.clone()
+    } else {
+        std::mem::take(&mut head.headers)
+    };
+    Ok(req)
+}
+
+/// Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2).
+fn is_idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
 /// Host and path → pool.
 fn route<'t>(topology: &'t Topology, req: &Request<Incoming>) -> Option<&'t Arc<Pool>> {
     let host = authority_of(req.uri(), req.headers()).map(strip_port);
@@ -289,6 +368,19 @@ fn response_filter(
     let (mut parts, body) = res.into_parts();
     headers::prepare_response(&mut parts.headers, version);
     Response::from_parts(parts, ResponseBody::upstream(body, in_flight))
+}
+
+/// An error and its causes on one line: "client error (Connect): tcp connect error: Connection
+/// refused (os error 111)".
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The RTT to record for a 5xx: the upstream's `Retry-After` (seconds) if it gave one, else

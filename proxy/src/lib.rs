@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod checker;
 pub mod config;
 pub mod forward;
 pub mod headers;

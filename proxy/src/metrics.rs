@@ -66,6 +66,18 @@ pub struct Metrics {
     pub connections_active: IntGaugeVec,
     pub tls_handshakes: IntCounterVec,
     pub connection_errors: IntCounterVec,
+    /// `upstream_ejections_total{pool,endpoint}`.
+    ejections: IntCounterVec,
+    /// `upstream_transitions_total{pool,endpoint,to}`.
+    transitions: IntCounterVec,
+    /// `upstream_state{pool,endpoint,state}`: 1 for the endpoint's current state.
+    pub state: IntGaugeVec,
+    /// `pool_panic_requests_total{pool}`: requests routed while no endpoint was available.
+    panic_requests: IntCounterVec,
+    /// `retries_total{pool}`.
+    retries: IntCounterVec,
+    /// `retry_budget_exhausted_total{pool}`: retries not made because of the budget.
+    retry_budget_exhausted: IntCounterVec,
     /// `config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
     /// `config_reload_failures_total`: reloads refused because the file was invalid.
@@ -152,8 +164,53 @@ impl Metrics {
             "Reloads refused because upstreams.toml was invalid",
         )
         .expect("valid");
+        let ejections = IntCounterVec::new(
+            Opts::new("upstream_ejections_total", "Passive ejections, by endpoint"),
+            &["pool", "endpoint"],
+        )
+        .expect("valid");
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "upstream_transitions_total",
+                "Endpoint state changes, by the state entered",
+            ),
+            &["pool", "endpoint", "to"],
+        )
+        .expect("valid");
+        let state = IntGaugeVec::new(
+            Opts::new("upstream_state", "1 for each endpoint's current state"),
+            &["pool", "endpoint", "state"],
+        )
+        .expect("valid");
+        let panic_requests = IntCounterVec::new(
+            Opts::new(
+                "pool_panic_requests_total",
+                "Requests routed across all endpoints because none was available",
+            ),
+            &["pool"],
+        )
+        .expect("valid");
+        let retries = IntCounterVec::new(
+            Opts::new("retries_total", "Requests sent again to another endpoint"),
+            &["pool"],
+        )
+        .expect("valid");
+        let retry_budget_exhausted = IntCounterVec::new(
+            Opts::new(
+                "retry_budget_exhausted_total",
+                "Retries not made because the retry budget was spent",
+            ),
+            &["pool"],
+        )
+        .expect("valid");
         for c in [
             Box::new(config_reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(retries.clone()),
+            Box::new(retry_budget_exhausted.clone()),
+            Box::new(ejections.clone()),
+            Box::new(transitions.clone()),
+            Box::new(state.clone()),
+            Box::new(panic_requests.clone()),
             Box::new(config_reload_failures.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -183,6 +240,12 @@ impl Metrics {
             connection_errors,
             config_reloads,
             config_reload_failures,
+            ejections,
+            transitions,
+            state,
+            panic_requests,
+            retries,
+            retry_budget_exhausted,
         }
     }
 
@@ -205,6 +268,28 @@ impl Metrics {
         self.duration.with_label_values(&[pool])
     }
 
+    pub fn ejection(&self, pool: &str, endpoint: &str) {
+        self.ejections.with_label_values(&[pool, endpoint]).inc();
+    }
+
+    pub fn transition(&self, pool: &str, endpoint: &str, to: &str) {
+        self.transitions
+            .with_label_values(&[pool, endpoint, to])
+            .inc();
+    }
+
+    pub fn retry(&self, pool: &str) {
+        self.retries.with_label_values(&[pool]).inc();
+    }
+
+    pub fn retry_budget_exhausted(&self, pool: &str) {
+        self.retry_budget_exhausted.with_label_values(&[pool]).inc();
+    }
+
+    pub fn pool_panic(&self, pool: &str) {
+        self.panic_requests.with_label_values(&[pool]).inc();
+    }
+
     pub fn local(&self, e: LocalError) {
         self.local_errors.with_label_values(&[e.as_str()]).inc();
     }
@@ -215,6 +300,13 @@ impl Metrics {
             let _ = self.requests.remove_label_values(&[pool, endpoint, c]);
         }
         let _ = self.in_flight.remove_label_values(&[pool, endpoint]);
+        let _ = self.ejections.remove_label_values(&[pool, endpoint]);
+        for state in ["healthy", "unhealthy", "ejected"] {
+            let _ = self.state.remove_label_values(&[pool, endpoint, state]);
+            let _ = self
+                .transitions
+                .remove_label_values(&[pool, endpoint, state]);
+        }
         let _ = self.rtt_estimate.remove_label_values(&[pool, endpoint]);
     }
 

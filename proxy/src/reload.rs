@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::checker::HealthChecker;
 use crate::config::UpstreamsConfig;
 use crate::forward::Proxy;
 use crate::topology::Topology;
@@ -42,14 +43,17 @@ pub struct ReloadStatus {
 /// Reloads the upstreams file into the proxy.
 pub struct Reloader {
     proxy: Arc<Proxy>,
+    /// Restarted with each new topology.
+    checker: Arc<HealthChecker>,
     path: PathBuf,
     last: Mutex<ReloadStatus>,
 }
 
 impl Reloader {
-    pub fn new(proxy: Arc<Proxy>, path: PathBuf) -> Reloader {
+    pub fn new(proxy: Arc<Proxy>, checker: Arc<HealthChecker>, path: PathBuf) -> Reloader {
         Reloader {
             proxy,
+            checker,
             last: Mutex::new(ReloadStatus {
                 at: now_rfc3339(),
                 trigger: "startup",
@@ -148,7 +152,9 @@ impl Reloader {
                 }
             }
         }
-        self.proxy.topology.store(Arc::new(new));
+        let new = Arc::new(new);
+        self.proxy.topology.store(new.clone());
+        self.checker.sync(&new);
         if changes.is_empty() {
             "applied (settings changed)".into()
         } else {

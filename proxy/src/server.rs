@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
+use crate::checker::HealthChecker;
 use crate::config::{ProxyConfig, UpstreamsConfig};
 use crate::forward::{upstream_client, Proxy, UpstreamClient};
 use crate::headers;
@@ -115,7 +116,13 @@ async fn run_control(
     let metrics = Metrics::new();
     let topology = Topology::build(&upstreams, None, &metrics, tokio::time::Instant::now());
     let proxy = Arc::new(Proxy::new(&config, topology, metrics));
-    let reloader = Arc::new(Reloader::new(proxy.clone(), config.upstreams_file.clone()));
+    let checker = HealthChecker::new();
+    checker.sync(&proxy.topology.load());
+    let reloader = Arc::new(Reloader::new(
+        proxy.clone(),
+        checker,
+        config.upstreams_file.clone(),
+    ));
     // Watch before serving, so no edit made from here on is missed.
     let watch_task = match reload::watch_file(reloader.clone()) {
         Ok(watching) => Some(tokio::spawn(watching)),

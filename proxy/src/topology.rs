@@ -7,10 +7,13 @@
 //! removed endpoint finish on the `Arc` they hold.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
+use crate::balance::health::{Outcome, Transition};
 use crate::balance::{self, Balancer, Endpoint};
 use crate::config::{PoolConfig, UpstreamsConfig};
 use crate::metrics::{EndpointMetrics, Metrics};
@@ -26,34 +29,152 @@ pub struct Pool {
     pub endpoint_metrics: Vec<EndpointMetrics>,
     /// The pool's latency histogram.
     pub duration: prometheus::Histogram,
-    /// Indices of the endpoints that may receive requests.
-    candidates: Vec<usize>,
+    /// Every endpoint index: where requests go in panic mode.
+    all: Vec<usize>,
+    /// Indices of the endpoints that may receive requests; rebuilt on each health transition
+    /// (rare), read with one atomic load per request.
+    available: ArcSwap<Vec<usize>>,
     balancer: Box<dyn Balancer>,
+    metrics: Metrics,
+    /// Retries in progress, for the retry budget.
+    retries_in_progress: Arc<AtomicUsize>,
 }
+
+/// Counts a retry in progress until dropped.
+pub struct Retrying(Arc<AtomicUsize>);
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Retries allowed at once whatever the load (Envoy's `min_retry_concurrency`).
+pub const MIN_RETRY_CONCURRENCY: usize = 3;
 
 impl Pool {
     pub fn name(&self) -> &str {
         &self.config.name
     }
 
-    /// Picks an endpoint, avoiding those in `exclude` (endpoints already tried).
+    /// Picks an endpoint among the available ones, avoiding those in `exclude` (endpoints
+    /// already tried). With none available, the pool panics: it routes across all endpoints
+    /// rather than fail every request (Envoy's panic mode).
     pub fn pick(&self, rng: &mut fastrand::Rng, now: Instant, exclude: &[usize]) -> Option<usize> {
+        let available = self.available.load();
+        let candidates: &[usize] = if available.is_empty() {
+            self.metrics.pool_panic(self.name());
+            &self.all
+        } else {
+            &available
+        };
         if exclude.is_empty() {
             return balance::pick(
                 self.balancer.as_ref(),
                 &self.endpoints,
-                &self.candidates,
+                candidates,
                 rng,
                 now,
             );
         }
-        let rest: Vec<usize> = self
-            .candidates
+        let rest: Vec<usize> = candidates
             .iter()
             .copied()
             .filter(|i| !exclude.contains(i))
             .collect();
         balance::pick(self.balancer.as_ref(), &self.endpoints, &rest, rng, now)
+    }
+
+    /// The retry budget (Envoy's, tower's): retries in progress may be at most
+    /// `budget_percent` of the requests in flight, or `MIN_RETRY_CONCURRENCY`, whichever is
+    /// more. It stops retries from multiplying load on a pool that is already failing.
+    pub fn retry_allowed(&self) -> bool {
+        let in_flight: u64 = self.endpoints.iter().map(|e| e.in_flight()).sum();
+        let budget = (in_flight as usize * self.config.retry.budget_percent as usize) / 100;
+        self.retries_in_progress.load(Ordering::Relaxed) < budget.max(MIN_RETRY_CONCURRENCY)
+    }
+
+    /// Counts a retry against the budget while the returned guard lives.
+    pub fn retrying(&self) -> Retrying {
+        self.retries_in_progress.fetch_add(1, Ordering::Relaxed);
+        Retrying(self.retries_in_progress.clone())
+    }
+
+    /// Whether no endpoint is available (requests are spread over all of them).
+    pub fn in_panic(&self) -> bool {
+        self.available.load().is_empty()
+    }
+
+    /// Records a request's outcome on endpoint `i`: resets or counts its failures and ejects
+    /// it when it crosses the threshold, unless that would eject more than
+    /// `max_ejected_percent` of the pool.
+    pub fn record_request(&self, i: usize, outcome: Outcome, error: Option<&str>, now: Instant) {
+        let cfg = &self.config.ejection;
+        // The endpoint's lock is released before the pool-wide count takes every lock in turn.
+        let would_eject = self.endpoints[i].health().would_eject(outcome, cfg);
+        let may_eject = would_eject && self.ejection_allowed();
+        let transition = self.endpoints[i]
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_request(outcome, error, may_eject, cfg, now);
+        if let Some(t) = transition {
+            self.metrics
+                .ejection(self.name(), &self.endpoints[i].addr.to_string());
+            self.transitioned(i, &t);
+        }
+    }
+
+    /// Records an active probe's result on endpoint `i`.
+    pub fn record_check(&self, i: usize, passed: bool, error: Option<String>, now: Instant) {
+        let transition = self.endpoints[i]
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_check(passed, error, &self.config.health, now);
+        if let Some(t) = transition {
+            self.transitioned(i, &t);
+        }
+    }
+
+    /// One more ejection keeps the ejected share within `max_ejected_percent`.
+    fn ejection_allowed(&self) -> bool {
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.health().state() == balance::health::State::Ejected)
+            .count();
+        let n = self.endpoints.len();
+        (ejected + 1) * 100 <= self.config.ejection.max_ejected_percent as usize * n
+    }
+
+    fn transitioned(&self, i: usize, t: &Transition) {
+        let addr = self.endpoints[i].addr;
+        tracing::info!(
+            pool = self.name(),
+            endpoint = %addr,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            reason = %t.reason,
+            "endpoint state changed"
+        );
+        self.metrics
+            .transition(self.name(), &addr.to_string(), t.to.as_str());
+        self.refresh_available();
+    }
+
+    /// Rebuilds the list of available endpoints from their health.
+    pub fn refresh_available(&self) {
+        let available: Vec<usize> = (0..self.endpoints.len())
+            .filter(|&i| self.endpoints[i].health().is_available())
+            .collect();
+        if available.is_empty() {
+            tracing::warn!(
+                pool = self.name(),
+                "no endpoint available: panic mode, routing across all"
+            );
+        }
+        self.available.store(Arc::new(available));
     }
 }
 
@@ -108,10 +229,16 @@ impl Topology {
                             .expect("a socket address is a valid authority")
                     })
                     .collect();
+                let available = (0..endpoints.len())
+                    .filter(|&i| endpoints[i].health().is_available())
+                    .collect();
                 Arc::new(Pool {
                     authorities,
                     balancer: pc.algorithm.build(endpoints.len()),
-                    candidates: (0..endpoints.len()).collect(),
+                    all: (0..endpoints.len()).collect(),
+                    available: ArcSwap::from_pointee(available),
+                    metrics: metrics.clone(),
+                    retries_in_progress: Arc::new(AtomicUsize::new(0)),
                     duration: metrics.pool_duration(&pc.name),
                     endpoint_metrics,
                     endpoints,

@@ -15,6 +15,7 @@
 //! time and seed the RNG and assert exact picks.
 
 pub mod ewma;
+pub mod health;
 pub mod least_conn;
 pub mod peak_ewma;
 pub mod round_robin;
@@ -122,6 +123,9 @@ pub struct Endpoint {
     rtt: Mutex<RttEstimate>,
     /// Decay time constant for `rtt`.
     decay: Duration,
+    /// Active-check and passive-ejection state; its transitions go through the pool, which
+    /// knows the pool-wide limits.
+    pub health: Mutex<health::Health>,
 }
 
 impl Endpoint {
@@ -132,6 +136,7 @@ impl Endpoint {
             in_flight: AtomicU64::new(0),
             rtt: Mutex::new(RttEstimate::new(DEFAULT_RTT, now)),
             decay: DEFAULT_DECAY,
+            health: Mutex::new(health::Health::default()),
         })
     }
 
@@ -141,6 +146,14 @@ impl Endpoint {
 
     pub fn set_weight(&self, weight: u32) {
         self.weight.store(weight.max(1), Ordering::Relaxed);
+    }
+
+    /// A snapshot of the health record.
+    pub fn health(&self) -> health::Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn in_flight(&self) -> u64 {

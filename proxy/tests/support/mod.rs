@@ -48,21 +48,24 @@ where
 
 // ===== synthetic upstreams =====
 
-/// How a synthetic upstream answers `GET /` (other paths have fixed meanings, see `respond`).
-#[derive(Clone)]
+/// How a synthetic upstream answers `GET /` and `/healthz`; switchable while it runs.
 pub struct Behaviour {
     pub latency: Duration,
-    pub status: u16,
-    /// Accept connections and requests but never answer.
-    pub hang: bool,
+    pub status: std::sync::atomic::AtomicU16,
+    /// Accept connections and requests but never answer (a hung process).
+    pub hang: std::sync::atomic::AtomicBool,
 }
 
-/// A running synthetic upstream.
+/// A running synthetic upstream. Dropping it (or `kill`) closes its listener and every
+/// connection, as a killed process would.
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
-    /// Requests received.
+    /// Requests received, health probes excepted.
     pub hits: Arc<AtomicUsize>,
+    /// Health probes received.
+    pub probes: Arc<AtomicUsize>,
+    pub behaviour: Arc<Behaviour>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -70,11 +73,10 @@ impl Upstream {
     pub fn builder(name: &str) -> UpstreamBuilder {
         UpstreamBuilder {
             name: name.into(),
-            behaviour: Behaviour {
-                latency: Duration::ZERO,
-                status: 200,
-                hang: false,
-            },
+            latency: Duration::ZERO,
+            status: 200,
+            hang: false,
+            port: 0,
         }
     }
 
@@ -84,6 +86,23 @@ impl Upstream {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn probes(&self) -> usize {
+        self.probes.load(Ordering::SeqCst)
+    }
+
+    pub fn set_hang(&self, hang: bool) {
+        self.behaviour.hang.store(hang, Ordering::SeqCst);
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.behaviour.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Stops listening and closes every connection.
+    pub fn kill(self) -> SocketAddr {
+        self.addr
     }
 }
 
@@ -95,54 +114,75 @@ impl Drop for Upstream {
 
 pub struct UpstreamBuilder {
     name: String,
-    behaviour: Behaviour,
+    latency: Duration,
+    status: u16,
+    hang: bool,
+    port: u16,
 }
 
 impl UpstreamBuilder {
     pub fn latency(mut self, d: Duration) -> Self {
-        self.behaviour.latency = d;
+        self.latency = d;
         self
     }
 
     pub fn status(mut self, s: u16) -> Self {
-        self.behaviour.status = s;
+        self.status = s;
         self
     }
 
     pub fn hang(mut self) -> Self {
-        self.behaviour.hang = true;
+        self.hang = true;
+        self
+    }
+
+    /// Listen on this port (to restart a killed upstream where it was).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
         self
     }
 
     pub async fn start(self) -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (name, behaviour, counter) = (self.name.clone(), self.behaviour, hits.clone());
+        let counters = Counters {
+            hits: Arc::new(AtomicUsize::new(0)),
+            probes: Arc::new(AtomicUsize::new(0)),
+        };
+        let behaviour = Arc::new(Behaviour {
+            latency: self.latency,
+            status: std::sync::atomic::AtomicU16::new(self.status),
+            hang: std::sync::atomic::AtomicBool::new(self.hang),
+        });
+        let (name, b, c) = (self.name.clone(), behaviour.clone(), counters.clone());
         let task = tokio::spawn(async move {
+            // Connections live in this set: aborting the task closes them all.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (name, behaviour, counter) = (name.clone(), behaviour.clone(), counter.clone());
-                tokio::spawn(async move {
+                let (name, b, c) = (name.clone(), b.clone(), c.clone());
+                connections.spawn(async move {
                     let svc = service_fn(move |req| {
-                        let (name, behaviour, counter) =
-                            (name.clone(), behaviour.clone(), counter.clone());
-                        async move {
-                            Ok::<_, Infallible>(respond(&name, &behaviour, &counter, req).await)
-                        }
+                        let (name, b, c) = (name.clone(), b.clone(), c.clone());
+                        async move { Ok::<_, Infallible>(respond(&name, &b, &c, req).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
+                while connections.try_join_next().is_some() {}
             }
         });
         Upstream {
             name: self.name,
             addr,
-            hits,
+            hits: counters.hits,
+            probes: counters.probes,
+            behaviour,
             task,
         }
     }
@@ -150,17 +190,28 @@ impl UpstreamBuilder {
 
 type UpBody = http_body_util::Either<Full<Bytes>, Source>;
 
-/// `GET /echo`: the request head as JSON. `POST /sink`: counts the body, answers the count.
+#[derive(Clone)]
+struct Counters {
+    hits: Arc<AtomicUsize>,
+    probes: Arc<AtomicUsize>,
+}
+
+/// `GET /healthz`: like `/`, counted as a probe. `GET /echo`: the request head as JSON. `POST /sink`: counts the body, answers the count.
 /// `GET /source?bytes=N`: streams N bytes. Anything else: after the latency, the status with
 /// the upstream's name as body.
 async fn respond(
     name: &str,
     b: &Behaviour,
-    hits: &AtomicUsize,
+    counters: &Counters,
     req: Request<Incoming>,
 ) -> Response<UpBody> {
-    hits.fetch_add(1, Ordering::SeqCst);
-    if b.hang {
+    // Health probes see the same behaviour (hang, status) but are counted apart.
+    if req.uri().path() == "/healthz" {
+        counters.probes.fetch_add(1, Ordering::SeqCst);
+    } else {
+        counters.hits.fetch_add(1, Ordering::SeqCst);
+    }
+    if b.hang.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
     let full = |status: u16, body: String| {
@@ -209,7 +260,7 @@ async fn respond(
             if !b.latency.is_zero() {
                 tokio::time::sleep(b.latency).await;
             }
-            full(b.status, name.to_string())
+            full(b.status.load(Ordering::SeqCst), name.to_string())
         }
     }
 }
@@ -449,15 +500,19 @@ pub async fn load(url: String, clients: usize, per_client: usize) -> Vec<(u16, S
 pub struct BackgroundLoad {
     stop: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>,
+    /// The slowest request so far, in microseconds.
+    max_latency_us: Arc<AtomicU64>,
 }
 
 impl BackgroundLoad {
     pub fn start(url: String, clients: usize, max_per_client: usize, max_time: Duration) -> Self {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let max_latency_us = Arc::new(AtomicU64::new(0));
         let client = http_client();
         let tasks = (0..clients)
             .map(|_| {
                 let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+                let max_latency_us = max_latency_us.clone();
                 tokio::spawn(async move {
                     let end = Instant::now() + max_time;
                     let mut out = Vec::new();
@@ -465,13 +520,25 @@ impl BackgroundLoad {
                         && out.len() < max_per_client
                         && Instant::now() < end
                     {
+                        let sent = Instant::now();
                         out.push(get_text(&client, &url).await);
+                        let us = sent.elapsed().as_micros() as u64;
+                        max_latency_us.fetch_max(us, Ordering::SeqCst);
                     }
                     out
                 })
             })
             .collect();
-        BackgroundLoad { stop, tasks }
+        BackgroundLoad {
+            stop,
+            tasks,
+            max_latency_us,
+        }
+    }
+
+    /// The slowest request so far.
+    pub fn max_latency(&self) -> Duration {
+        Duration::from_micros(self.max_latency_us.load(Ordering::SeqCst))
     }
 
     /// Stops the loops and returns every result.
@@ -548,4 +615,43 @@ pub fn pool_toml(algorithm: &str, addrs: &[SocketAddr]) -> String {
         "[pool.main]\nalgorithm = \"{algorithm}\"\nendpoints = [{}]\n",
         eps.join(", ")
     )
+}
+
+/// An upstreams.toml with one pool of `addrs` and fast health checking, for failure tests.
+pub fn resilient_pool_toml(algorithm: &str, addrs: &[SocketAddr]) -> String {
+    format!(
+        "{}
+[pool.main.health]
+interval = \"200ms\"
+timeout = \"150ms\"
+healthy_threshold = 2
+unhealthy_threshold = 2
+
+[pool.main.ejection]
+consecutive_failures = 3
+base_time = \"500ms\"
+max_time = \"5s\"
+max_ejected_percent = 50
+
+[pool.main.retry]
+attempts = 2
+budget_percent = 20
+",
+        pool_toml(algorithm, addrs)
+    )
+}
+
+impl ProxyProcess {
+    /// The `/admin/upstreams` entry of endpoint `addr` in the first pool.
+    pub async fn endpoint_view(&self, addr: SocketAddr) -> serde_json::Value {
+        let view = self.admin_json("/admin/upstreams").await;
+        view["pools"][0]["endpoints"]
+            .as_array()
+            .and_then(|eps| {
+                eps.iter()
+                    .find(|e| e["address"] == addr.to_string())
+                    .cloned()
+            })
+            .unwrap_or(serde_json::Value::Null)
+    }
 }

@@ -1,0 +1,186 @@
+//! Upstreams that die, hang, or fail every request, under a stream of concurrent GETs:
+//! retries keep clients from seeing the failures, the endpoint is ejected (or marked down by
+//! its health checks), and it is re-admitted when it recovers. Waits are on conditions with
+//! deadlines; all load is bounded.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{eventually, proxy, resilient_pool_toml, BackgroundLoad, Upstream};
+
+fn failed(results: &[(u16, String)]) -> Vec<&(u16, String)> {
+    results.iter().filter(|(s, _)| *s != 200).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_upstream_costs_no_request_and_is_readmitted_after_restart() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::start("c").await;
+    let p = proxy()
+        .upstreams_toml(&resilient_pool_toml(
+            "round-robin",
+            &[a.addr, b.addr, c.addr],
+        ))
+        .start()
+        .await;
+    let traffic = BackgroundLoad::start(p.url("/"), 4, 50_000, Duration::from_secs(60));
+    eventually("traffic to reach c", Duration::from_secs(5), || async {
+        c.hits() > 10
+    })
+    .await;
+
+    let c_addr = c.kill();
+    eventually("c to be taken out", Duration::from_secs(5), || async {
+        p.endpoint_view(c_addr).await["state"] != "healthy"
+    })
+    .await;
+    let view = p.endpoint_view(c_addr).await;
+    assert!(
+        view["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused") || e.contains("onnect")),
+        "{view}"
+    );
+
+    let c = Upstream::builder("c").port(c_addr.port()).start().await;
+    eventually("c to be re-admitted", Duration::from_secs(10), || async {
+        p.endpoint_view(c_addr).await["state"] == "healthy"
+    })
+    .await;
+    eventually(
+        "c to receive traffic again",
+        Duration::from_secs(5),
+        || async { c.hits() > 10 },
+    )
+    .await;
+
+    let results = traffic.finish().await;
+    assert!(results.len() > 100, "too little traffic: {}", results.len());
+    assert!(
+        failed(&results).is_empty(),
+        "clients saw failures: {:?}",
+        &failed(&results)[..1]
+    );
+    assert!(p
+        .metrics()
+        .await
+        .contains("proxy_retries_total{pool=\"main\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_upstream_delays_no_request_past_one_retry() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::start("c").await;
+    let per_try = Duration::from_millis(300);
+    let p = proxy()
+        .upstreams_toml(&resilient_pool_toml(
+            "round-robin",
+            &[a.addr, b.addr, c.addr],
+        ))
+        .proxy_toml("[timeouts]\nper_try = \"300ms\"")
+        .start()
+        .await;
+    let traffic = BackgroundLoad::start(p.url("/"), 4, 50_000, Duration::from_secs(60));
+    eventually("traffic to reach c", Duration::from_secs(5), || async {
+        c.hits() > 10
+    })
+    .await;
+
+    c.set_hang(true);
+    eventually("c to be taken out", Duration::from_secs(5), || async {
+        p.endpoint_view(c.addr).await["state"] != "healthy"
+    })
+    .await;
+    let stuck_hits = c.hits();
+    eventually(
+        "traffic to flow around c",
+        Duration::from_secs(5),
+        || async { a.hits() + b.hits() > 200 },
+    )
+    .await;
+    assert!(
+        c.hits() <= stuck_hits + 8,
+        "c kept receiving requests while hung"
+    );
+
+    c.set_hang(false);
+    eventually("c to be re-admitted", Duration::from_secs(10), || async {
+        p.endpoint_view(c.addr).await["state"] == "healthy"
+    })
+    .await;
+    let max = traffic.max_latency();
+    let results = traffic.finish().await;
+    assert!(
+        failed(&results).is_empty(),
+        "clients saw failures: {:?}",
+        &failed(&results)[..1]
+    );
+    // One try timed out, the retry on another endpoint answered: never the 30 s request
+    // timeout, never a hang.
+    assert!(max < per_try * 4, "a request waited {max:?}");
+    eprintln!("hang: slowest request {max:?} with per_try {per_try:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_failing_everything_is_ejected_and_all_failing_means_panic() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::builder("c").status(503).start().await;
+    let p = proxy()
+        .upstreams_toml(&resilient_pool_toml(
+            "round-robin",
+            &[a.addr, b.addr, c.addr],
+        ))
+        .start()
+        .await;
+    let traffic = BackgroundLoad::start(p.url("/"), 2, 50_000, Duration::from_secs(60));
+    eventually("c to be ejected", Duration::from_secs(5), || async {
+        let v = p.endpoint_view(c.addr).await;
+        v["state"] != "healthy" && v["last_error"].as_str().is_some_and(|e| e.contains("503"))
+    })
+    .await;
+    let c_hits = c.hits();
+    eventually(
+        "traffic to flow around c",
+        Duration::from_secs(5),
+        || async { a.hits() + b.hits() > 200 },
+    )
+    .await;
+    assert!(
+        c.hits() <= c_hits + 2,
+        "an ejected endpoint kept receiving requests"
+    );
+    let metrics = p.metrics().await;
+    assert!(
+        metrics.contains("proxy_upstream_transitions_total"),
+        "{metrics}"
+    );
+
+    // Now everything fails: rather than refuse every request, the pool panics and spreads
+    // them over all endpoints, which at least answer.
+    a.set_status(503);
+    b.set_status(503);
+    eventually("panic mode", Duration::from_secs(10), || async {
+        p.admin_json("/admin/upstreams").await["pools"][0]["panic"] == true
+    })
+    .await;
+    let results = traffic.finish().await;
+    let from_upstreams = results
+        .iter()
+        .filter(|(s, body)| *s == 503 && ["a", "b", "c"].contains(&body.as_str()))
+        .count();
+    assert!(
+        from_upstreams > 0,
+        "no request reached an upstream in panic mode"
+    );
+    assert!(p
+        .metrics()
+        .await
+        .contains("proxy_pool_panic_requests_total{pool=\"main\"}"));
+    // The ejection of c is logged with its reason in the admin view.
+    let view = p.endpoint_view(c.addr).await;
+    assert!(view["times_ejected"].as_u64().unwrap() >= 1, "{view}");
+}
