@@ -38,6 +38,8 @@ struct PoolView {
 struct EndpointView {
     address: String,
     weight: u32,
+    /// The weight balancing uses now: lower while slow start ramps the endpoint up.
+    effective_weight: f64,
     in_flight: u64,
     rtt_estimate_ms: f64,
     /// `healthy`, `unhealthy` (failed active checks) or `ejected` (passive).
@@ -110,6 +112,8 @@ fn upstreams(proxy: &Proxy, reloader: &Reloader) -> UpstreamsView {
                     EndpointView {
                         address: e.addr.to_string(),
                         weight: e.weight(),
+                        effective_weight: e.effective_weight(now) as f64
+                            / crate::balance::WEIGHT_SCALE,
                         in_flight: e.in_flight(),
                         rtt_estimate_ms: e.rtt_estimate(now).as_secs_f64() * 1000.0,
                         state: health.state().as_str(),

@@ -160,6 +160,10 @@ impl Pool {
         );
         self.metrics
             .transition(self.name(), &addr.to_string(), t.to.as_str());
+        if t.to == balance::health::State::Healthy {
+            // Re-admitted: ramp up again.
+            self.endpoints[i].start_ramp(Instant::now(), self.config.slow_start.window);
+        }
         self.refresh_available();
     }
 
@@ -214,7 +218,15 @@ impl Topology {
                                 kept.set_weight(ec.weight);
                                 kept
                             }
-                            None => Endpoint::new(ec.addr, ec.weight, now),
+                            None => {
+                                let e = Endpoint::new(ec.addr, ec.weight, now);
+                                // Added to a running proxy: ramp up rather than take a full share
+                                // of traffic while cold.
+                                if previous.is_some() {
+                                    e.start_ramp(now, pc.slow_start.window);
+                                }
+                                e
+                            }
                         },
                     )
                     .collect();

@@ -203,3 +203,31 @@ async fn sighup_and_the_admin_api_reload_too() {
         .unwrap();
     assert_eq!(res.status(), 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_added_by_reload_starts_slowly() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let slow_start = "\n[pool.main.slow_start]\nwindow = \"60s\"\n";
+    let p = proxy()
+        .upstreams_toml(&(pool_toml("round-robin", &[a.addr]) + slow_start))
+        .start()
+        .await;
+    p.replace_upstreams(&(pool_toml("round-robin", &[a.addr, b.addr]) + slow_start));
+    eventually("b to be added", Duration::from_secs(3), || async {
+        p.endpoints().await.len() == 2
+    })
+    .await;
+    let view = p.admin_json("/admin/upstreams").await;
+    let eps = view["pools"][0]["endpoints"].as_array().unwrap().clone();
+    assert_eq!(
+        eps[0]["effective_weight"], 1.0,
+        "a, present from the start: full weight"
+    );
+    let b_weight = eps[1]["effective_weight"].as_f64().unwrap();
+    assert!(b_weight < 0.2, "b, just added with a 60 s ramp: {b_weight}");
+    // Round-robin by effective weight: b gets about a tenth of the traffic at first.
+    support::load(p.url("/"), 1, 110).await;
+    assert!(b.hits() <= 15, "b got {} of 110", b.hits());
+    assert!(b.hits() >= 5, "b got {} of 110", b.hits());
+}

@@ -17,9 +17,9 @@ pub const FULL_SCAN_MAX: usize = 4;
 pub struct LeastConnections;
 
 /// Compares `weight / (in_flight + 1)` of `a` and `b` exactly, in integers.
-fn compare(a: &Endpoint, b: &Endpoint) -> Ordering {
-    let lhs = u128::from(a.weight()) * (u128::from(b.in_flight()) + 1);
-    let rhs = u128::from(b.weight()) * (u128::from(a.in_flight()) + 1);
+fn compare(a: &Endpoint, b: &Endpoint, now: Instant) -> Ordering {
+    let lhs = u128::from(a.effective_weight(now)) * (u128::from(b.in_flight()) + 1);
+    let rhs = u128::from(b.effective_weight(now)) * (u128::from(a.in_flight()) + 1);
     lhs.cmp(&rhs)
 }
 
@@ -29,13 +29,13 @@ impl Balancer for LeastConnections {
         endpoints: &[Arc<Endpoint>],
         candidates: &[usize],
         rng: &mut fastrand::Rng,
-        _now: Instant,
+        now: Instant,
     ) -> usize {
         if candidates.len() <= FULL_SCAN_MAX {
             let mut best = candidates[0];
             let mut ties = 1u32;
             for &i in &candidates[1..] {
-                match compare(&endpoints[i], &endpoints[best]) {
+                match compare(&endpoints[i], &endpoints[best], now) {
                     Ordering::Greater => {
                         best = i;
                         ties = 1;
@@ -53,7 +53,7 @@ impl Balancer for LeastConnections {
             return best;
         }
         let (a, b) = two_distinct(candidates, rng);
-        match compare(&endpoints[a], &endpoints[b]) {
+        match compare(&endpoints[a], &endpoints[b], now) {
             Ordering::Less => b,
             _ => a,
         }

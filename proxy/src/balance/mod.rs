@@ -24,7 +24,7 @@ pub mod round_robin;
 mod tests;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -126,7 +126,18 @@ pub struct Endpoint {
     /// Active-check and passive-ejection state; its transitions go through the pool, which
     /// knows the pool-wide limits.
     pub health: Mutex<health::Health>,
+    /// Whether a slow-start ramp is running: every pick reads this flag, and only a ramping
+    /// endpoint takes the lock below.
+    ramping: AtomicBool,
+    /// The running ramp: when it began and how long it lasts.
+    ramp: Mutex<Option<(Instant, Duration)>>,
 }
+
+/// Smallest share of its weight a ramping endpoint gets (Envoy's `min_weight_percent`).
+pub const SLOW_START_MIN_FACTOR: f64 = 0.1;
+
+/// Weights are compared in thousandths, so a ramping weight of 1 still orders exactly.
+pub const WEIGHT_SCALE: f64 = 1000.0;
 
 impl Endpoint {
     pub fn new(addr: SocketAddr, weight: u32, now: Instant) -> Arc<Endpoint> {
@@ -137,15 +148,48 @@ impl Endpoint {
             rtt: Mutex::new(RttEstimate::new(DEFAULT_RTT, now)),
             decay: DEFAULT_DECAY,
             health: Mutex::new(health::Health::default()),
+            ramping: AtomicBool::new(false),
+            ramp: Mutex::new(None),
         })
     }
 
+    /// The configured weight.
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
     }
 
     pub fn set_weight(&self, weight: u32) {
         self.weight.store(weight.max(1), Ordering::Relaxed);
+    }
+
+    /// Starts a slow-start ramp at `now` over `window` (nothing when the window is zero).
+    pub fn start_ramp(&self, now: Instant, window: Duration) {
+        if window.is_zero() {
+            return;
+        }
+        *self.ramp.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, window));
+        self.ramping.store(true, Ordering::Release);
+    }
+
+    /// The weight the balancers use, in thousandths: the configured weight, scaled down
+    /// while slow start ramps it up linearly from [`SLOW_START_MIN_FACTOR`].
+    pub fn effective_weight(&self, now: Instant) -> u64 {
+        let full = f64::from(self.weight()) * WEIGHT_SCALE;
+        if !self.ramping.load(Ordering::Acquire) {
+            return full as u64;
+        }
+        let mut ramp = self.ramp.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((start, window)) = *ramp else {
+            return full as u64;
+        };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= window {
+            *ramp = None;
+            self.ramping.store(false, Ordering::Release);
+            return full as u64;
+        }
+        let factor = (elapsed.as_secs_f64() / window.as_secs_f64()).max(SLOW_START_MIN_FACTOR);
+        (full * factor).max(1.0) as u64
     }
 
     /// A snapshot of the health record.
@@ -166,13 +210,13 @@ impl Endpoint {
         Duration::from_nanos(est.decay(now, self.decay) as u64)
     }
 
-    /// Peak-EWMA cost: `rtt × (in_flight + 1) / weight`.
+    /// Peak-EWMA cost: `rtt × (in_flight + 1) / weight` (the effective weight).
     pub fn cost(&self, now: Instant) -> f64 {
         let rtt = {
             let mut est = self.rtt.lock().unwrap_or_else(|p| p.into_inner());
             est.decay(now, self.decay)
         };
-        rtt * (self.in_flight() as f64 + 1.0) / f64::from(self.weight())
+        rtt * (self.in_flight() as f64 + 1.0) * WEIGHT_SCALE / self.effective_weight(now) as f64
     }
 
     /// Starts a request: counts it in flight until the returned handle is dropped.

@@ -28,7 +28,7 @@ impl Balancer for RoundRobin {
         endpoints: &[Arc<Endpoint>],
         candidates: &[usize],
         _rng: &mut fastrand::Rng,
-        _now: Instant,
+        now: Instant,
     ) -> usize {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.len() < endpoints.len() {
@@ -37,7 +37,7 @@ impl Balancer for RoundRobin {
         let mut total = 0i64;
         let mut best = candidates[0];
         for &i in candidates {
-            let w = i64::from(endpoints[i].weight());
+            let w = endpoints[i].effective_weight(now) as i64;
             current[i] += w;
             total += w;
             if current[i] > current[best] {

@@ -107,7 +107,8 @@ proptest! {
             .zip(&in_flight)
             .flat_map(|(e, n)| (0..*n).map(|_| e.start(now)).collect::<Vec<_>>())
             .collect();
-        let score = |i: usize| f64::from(eps[i].weight()) / (eps[i].in_flight() as f64 + 1.0);
+        let score =
+            |i: usize| eps[i].effective_weight(now) as f64 / (eps[i].in_flight() as f64 + 1.0);
         let best = (0..eps.len()).map(score).fold(f64::MIN, f64::max);
         let candidates: Vec<usize> = (0..eps.len()).collect();
         let mut rng = fastrand::Rng::with_seed(seed);
@@ -136,6 +137,51 @@ proptest! {
             prop_assert!(!(unique_worst && costs[i] == worst));
         }
     }
+}
+
+// ===== slow start =====
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_ramps_the_weight_linearly_from_a_floor() {
+    let t0 = Instant::now();
+    let e = Endpoint::new(([127, 0, 0, 1], 1).into(), 2, t0);
+    assert_eq!(e.effective_weight(t0), 2000);
+    let window = Duration::from_secs(10);
+    e.start_ramp(t0, window);
+    assert_eq!(e.effective_weight(t0), 200, "10 % floor");
+    assert_eq!(e.effective_weight(t0 + Duration::from_secs(5)), 1000);
+    assert_eq!(e.effective_weight(t0 + window), 2000);
+    assert_eq!(
+        e.effective_weight(t0 + Duration::from_secs(1)),
+        2000,
+        "a ramp ends for good"
+    );
+    e.start_ramp(t0, Duration::ZERO);
+    assert_eq!(
+        e.effective_weight(t0),
+        2000,
+        "a zero window disables slow start"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ramping_endpoint_gets_its_share_of_traffic() {
+    let now = Instant::now();
+    let eps = endpoints(&[1, 1], now);
+    eps[1].start_ramp(now, Duration::from_secs(10));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let now = Instant::now();
+    let rr = Algorithm::RoundRobin.build(2);
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut counts = [0; 2];
+    for _ in 0..300 {
+        counts[pick(rr.as_ref(), &eps, &[0, 1], &mut rng, now).unwrap()] += 1;
+    }
+    assert_eq!(
+        counts,
+        [200, 100],
+        "half weight while half-way through the ramp"
+    );
 }
 
 // ===== RAII accounting =====
