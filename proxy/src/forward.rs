@@ -168,6 +168,7 @@ impl Proxy {
         let replayable = attempts > 1 && is_idempotent(&head.method) && body.is_end_stream();
         let mut body = Some(RequestBody::new(body, self.limits.max_body_bytes));
         let deadline = started + self.timeouts.request;
+        pool.retry_budget.deposit();
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = LocalError::NoEndpoint;
 
@@ -176,7 +177,7 @@ impl Proxy {
                 break;
             };
             if attempt > 0 {
-                if !pool.retry_allowed() {
+                if !pool.retry_budget.withdraw(Instant::now()) {
                     self.metrics.retry_budget_exhausted(pool.name());
                     break;
                 }
@@ -200,7 +201,6 @@ impl Proxy {
             };
             let request = upstream_request(&mut head, pool, endpoint, try_body, replayable)?;
             let limit = self.timeouts.per_try.min(remaining);
-            let _retrying = (attempt > 0).then(|| pool.retrying());
             match self.send(upstream, pool, endpoint, request, limit).await {
                 Ok(answer) => return Ok(answer),
                 Err(e) => {

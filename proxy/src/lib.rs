@@ -16,6 +16,7 @@ pub mod forward;
 pub mod headers;
 pub mod metrics;
 pub mod reload;
+pub mod retry;
 pub mod server;
 pub mod tls;
 pub mod topology;

@@ -7,7 +7,6 @@
 //! removed endpoint finish on the `Arc` they hold.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -17,6 +16,7 @@ use crate::balance::health::{Outcome, Transition};
 use crate::balance::{self, Balancer, Endpoint};
 use crate::config::{PoolConfig, UpstreamsConfig};
 use crate::metrics::{EndpointMetrics, Metrics};
+use crate::retry::RetryBudget;
 
 /// A named set of endpoints and the balancer that picks among them.
 pub struct Pool {
@@ -36,21 +36,9 @@ pub struct Pool {
     available: ArcSwap<Vec<usize>>,
     balancer: Box<dyn Balancer>,
     metrics: Metrics,
-    /// Retries in progress, for the retry budget.
-    retries_in_progress: Arc<AtomicUsize>,
+    /// Retries may be at most `retry.budget_percent` of requests (plus a floor).
+    pub retry_budget: RetryBudget,
 }
-
-/// Counts a retry in progress until dropped.
-pub struct Retrying(Arc<AtomicUsize>);
-
-impl Drop for Retrying {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Retries allowed at once whatever the load (Envoy's `min_retry_concurrency`).
-pub const MIN_RETRY_CONCURRENCY: usize = 3;
 
 impl Pool {
     pub fn name(&self) -> &str {
@@ -83,21 +71,6 @@ impl Pool {
             .filter(|i| !exclude.contains(i))
             .collect();
         balance::pick(self.balancer.as_ref(), &self.endpoints, &rest, rng, now)
-    }
-
-    /// The retry budget (Envoy's, tower's): retries in progress may be at most
-    /// `budget_percent` of the requests in flight, or `MIN_RETRY_CONCURRENCY`, whichever is
-    /// more. It stops retries from multiplying load on a pool that is already failing.
-    pub fn retry_allowed(&self) -> bool {
-        let in_flight: u64 = self.endpoints.iter().map(|e| e.in_flight()).sum();
-        let budget = (in_flight as usize * self.config.retry.budget_percent as usize) / 100;
-        self.retries_in_progress.load(Ordering::Relaxed) < budget.max(MIN_RETRY_CONCURRENCY)
-    }
-
-    /// Counts a retry against the budget while the returned guard lives.
-    pub fn retrying(&self) -> Retrying {
-        self.retries_in_progress.fetch_add(1, Ordering::Relaxed);
-        Retrying(self.retries_in_progress.clone())
     }
 
     /// Whether no endpoint is available (requests are spread over all of them).
@@ -250,7 +223,7 @@ impl Topology {
                     all: (0..endpoints.len()).collect(),
                     available: ArcSwap::from_pointee(available),
                     metrics: metrics.clone(),
-                    retries_in_progress: Arc::new(AtomicUsize::new(0)),
+                    retry_budget: RetryBudget::new(pc.retry.budget_percent, now),
                     duration: metrics.pool_duration(&pc.name),
                     endpoint_metrics,
                     endpoints,

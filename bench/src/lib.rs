@@ -1,0 +1,13 @@
+//! The MicroCourses benchmark harness: starts synthetic upstreams and each system under test
+//! (our proxy; HAProxy and nginx when installed) as separate processes on loopback, drives
+//! open-loop load, and reports latency percentiles, failures and CPU per request.
+//!
+//! [`scenarios`] holds the named runs; [`load`] the open-loop generator; [`systems`] the
+//! generated configs and processes; [`upstream`] the synthetic upstreams; [`report`] the
+//! Markdown and JSON output.
+
+pub mod load;
+pub mod report;
+pub mod scenarios;
+pub mod systems;
+pub mod upstream;

@@ -1,0 +1,96 @@
+//! `bench [scenario]`: run named benchmark scenarios and write a report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bench::report;
+use bench::scenarios::{self, Failure, Options, Outcome};
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// One of three upstreams 40x slower, 1500 req/s.
+    SlowUpstream,
+    /// Kill and restart an upstream, then hang and resume one, at 2000 req/s.
+    Failover,
+    All,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "Open-loop benchmarks of our proxy against nginx and HAProxy"
+)]
+struct Cli {
+    #[arg(value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Our proxy's binary.
+    #[arg(long, default_value = "target/release/proxy")]
+    proxy_bin: PathBuf,
+    /// Where `<timestamp>/report.md` and `results.json` go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Multiplies every scenario's request rate.
+    #[arg(long, default_value_t = 1.0)]
+    rate_scale: f64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !cli.proxy_bin.is_file() {
+        eprintln!(
+            "bench: {} not found; build it first (cargo build --release -p proxy) or pass --proxy-bin",
+            cli.proxy_bin.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let opts = Options {
+        duration: Duration::from_secs_f64(cli.duration),
+        proxy_bin: cli.proxy_bin,
+        rate_scale: cli.rate_scale,
+    };
+    let outcome = run(cli.scenario, &opts).await;
+    let table = report::markdown(&outcome);
+    println!("\n{table}");
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let dir = cli.out.join(stamp.to_string());
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    match report::write(&dir, &outcome, &command) {
+        Ok(()) => {
+            println!("\nreport: {}", dir.join("report.md").display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: cannot write {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(scenario: Scenario, opts: &Options) -> Outcome {
+    let progress = |s: &str| eprintln!("running {s}");
+    let mut all = Outcome::default();
+    let mut add = |o: Outcome| {
+        all.rows.extend(o.rows);
+        for s in o.skipped {
+            if !all.skipped.contains(&s) {
+                all.skipped.push(s);
+            }
+        }
+    };
+    if matches!(scenario, Scenario::SlowUpstream | Scenario::All) {
+        add(scenarios::slow_upstream(opts, &progress).await);
+    }
+    if matches!(scenario, Scenario::Failover | Scenario::All) {
+        add(scenarios::failover(opts, Failure::Kill, &progress).await);
+        add(scenarios::failover(opts, Failure::Hang, &progress).await);
+    }
+    all
+}

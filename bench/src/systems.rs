@@ -1,0 +1,280 @@
+//! The systems under test, each a separate process on a free loopback port in front of the
+//! same synthetic upstreams: our proxy, and HAProxy and nginx when they are on PATH, with
+//! equivalent generated configs (one thread or worker each, the closest algorithm,
+//! keep-alive to the upstreams, comparable timeouts, checks and retries).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How the proxies are tuned for a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tuning {
+    /// Plain balancing.
+    Balance,
+    /// Health checks every 1 s (fall 2, rise 2), 1 s upstream timeouts, 2 tries.
+    Failover,
+}
+
+/// A running system under test.
+pub struct System {
+    pub name: String,
+    pub url: String,
+    /// Our proxy's admin listener, for its counters.
+    pub admin: Option<SocketAddr>,
+    /// The process under test, for its CPU time.
+    pub pid: u32,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl System {
+    /// User + system CPU seconds used so far by the process and its children (nginx serves
+    /// from a worker process), from /proc.
+    pub fn cpu_seconds(&self) -> f64 {
+        let mut total = 0.0;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return 0.0;
+        };
+        for entry in entries.flatten() {
+            let Some(stat) = proc_stat(&entry.path().join("stat")) else {
+                continue;
+            };
+            if stat.pid == self.pid || stat.ppid == self.pid {
+                total += stat.cpu_seconds;
+            }
+        }
+        total
+    }
+}
+
+impl System {
+    /// The sum of our proxy's counters whose lines start with `metric` (0 for peers).
+    pub fn counter(&self, metric: &str) -> u64 {
+        use std::io::{Read, Write};
+        let Some(admin) = self.admin else {
+            return 0;
+        };
+        let Ok(mut conn) = TcpStream::connect(admin) else {
+            return 0;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let mut text = String::new();
+        let _ = conn.read_to_string(&mut text);
+        text.lines()
+            .filter(|l| l.starts_with(metric))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+struct ProcStat {
+    pid: u32,
+    ppid: u32,
+    cpu_seconds: f64,
+}
+
+/// Pid, parent pid and CPU time from a `/proc/<pid>/stat` file.
+fn proc_stat(path: &Path) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let pid = stat.split_whitespace().next()?.parse().ok()?;
+    // Fields after the parenthesised command name: state, ppid, ..., utime (12th), stime.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let num = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    Some(ProcStat {
+        pid,
+        ppid: num(1)? as u32,
+        cpu_seconds: (num(11)? + num(12)?) / 100.0,
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file()))
+}
+
+/// A fresh directory for one system's files, unique within the process.
+fn workdir(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("mc-bench-{}-{n}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench work directory");
+    dir
+}
+
+fn spawn(name: String, mut cmd: Command, port: u16, dir: PathBuf) -> Result<System, String> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?,
+        ))
+        .spawn()
+        .map_err(|e| format!("{name}: cannot start: {e}"))?;
+    let system = System {
+        url: format!("http://127.0.0.1:{port}/"),
+        admin: None,
+        pid: child.id(),
+        name,
+        child,
+        dir,
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(system.dir.join("stderr.log")).unwrap_or_default();
+            return Err(format!("{}: did not listen on {addr}: {log}", system.name));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(system)
+}
+
+/// Our proxy, one worker thread, with `algorithm`.
+pub fn ours(
+    bin: &Path,
+    upstreams: &[SocketAddr],
+    algorithm: &str,
+    tuning: Tuning,
+) -> Result<System, String> {
+    let name = format!("ours ({algorithm})");
+    let dir = workdir(&format!("ours-{algorithm}"));
+    let (port, admin) = (free_port(), free_port());
+    let per_try = if tuning == Tuning::Failover {
+        "1s"
+    } else {
+        "5s"
+    };
+    std::fs::write(
+        dir.join("proxy.toml"),
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\n\
+             [runtime]\nworkers = 1\n[timeouts]\nper_try = \"{per_try}\"\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let endpoints: Vec<String> = upstreams
+        .iter()
+        .map(|a| format!("{{ addr = \"{a}\" }}"))
+        .collect();
+    let mut upstreams_toml = format!(
+        "[pool.bench]\nalgorithm = \"{algorithm}\"\nendpoints = [{}]\n",
+        endpoints.join(", ")
+    );
+    if tuning == Tuning::Failover {
+        upstreams_toml.push_str(
+            "[pool.bench.health]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             healthy_threshold = 2\nunhealthy_threshold = 2\n\
+             [pool.bench.retry]\nattempts = 2\n",
+        );
+    }
+    std::fs::write(dir.join("upstreams.toml"), upstreams_toml).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config")
+        .arg(dir.join("proxy.toml"))
+        .env("RUST_LOG", "warn");
+    let mut system = spawn(name, cmd, port, dir)?;
+    system.admin = Some(([127, 0, 0, 1], admin).into());
+    Ok(system)
+}
+
+/// HAProxy with one thread, `balance` (e.g. `leastconn`), keep-alive to the upstreams.
+pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Result<System, String> {
+    let name = format!("haproxy ({balance})");
+    let dir = workdir(&format!("haproxy-{balance}"));
+    let port = free_port();
+    let servers: Vec<String> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "  server s{i} {a}{}",
+                if tuning == Tuning::Failover {
+                    " check"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let failover = if tuning == Tuning::Failover {
+        "  option httpchk GET /\n  default-server inter 1s fall 2 rise 2\n  retries 2\n  option redispatch 1\n"
+    } else {
+        ""
+    };
+    let server_timeout = if tuning == Tuning::Failover {
+        "1s"
+    } else {
+        "30s"
+    };
+    let cfg = format!(
+        "global\n  nbthread 1\n  maxconn 4000\n\
+         defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server {server_timeout}\n\
+         \x20 option http-keep-alive\n  http-reuse always\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
+         backend be\n  balance {balance}\n{failover}{}\n",
+        servers.join("\n")
+    );
+    std::fs::write(dir.join("haproxy.cfg"), cfg).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("haproxy");
+    cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
+    spawn(name, cmd, port, dir)
+}
+
+/// nginx with one worker, `method` (e.g. `least_conn`), upstream keep-alive.
+pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<System, String> {
+    let name = format!("nginx ({method})");
+    let dir = workdir(&format!("nginx-{method}"));
+    let port = free_port();
+    let fails = if tuning == Tuning::Failover {
+        " max_fails=1 fail_timeout=10s"
+    } else {
+        ""
+    };
+    let servers: Vec<String> = upstreams
+        .iter()
+        .map(|a| format!("    server {a}{fails};"))
+        .collect();
+    let timeouts = if tuning == Tuning::Failover {
+        "proxy_connect_timeout 1s; proxy_read_timeout 1s; proxy_next_upstream error timeout;"
+    } else {
+        ""
+    };
+    let d = dir.display();
+    let cfg = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
+         \x20 client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+         \x20 upstream app {{\n    {method};\n{}\n    keepalive 64;\n  }}\n\
+         \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; {timeouts} }}\n  }}\n}}\n",
+        servers.join("\n")
+    );
+    std::fs::write(dir.join("nginx.conf"), cfg).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(&dir);
+    spawn(name, cmd, port, dir)
+}
