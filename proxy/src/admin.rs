@@ -45,6 +45,8 @@ struct EndpointView {
     /// `healthy`, `unhealthy` (failed active checks) or `ejected` (passive).
     state: &'static str,
     times_ejected: u32,
+    /// Why it is in its current state.
+    reason: Option<String>,
     last_error: Option<String>,
 }
 
@@ -118,6 +120,7 @@ fn upstreams(proxy: &Proxy, reloader: &Reloader) -> UpstreamsView {
                         rtt_estimate_ms: e.rtt_estimate(now).as_secs_f64() * 1000.0,
                         state: health.state().as_str(),
                         times_ejected: health.times_ejected,
+                        reason: health.reason,
                         last_error: health.last_error,
                     }
                 })

@@ -337,6 +337,51 @@ endpoints = [{ addr = "127.0.0.1:2", weight = 5 }, { addr = "127.0.0.1:4" }]
     }
 
     #[tokio::test(start_paused = true)]
+    async fn never_more_than_max_ejected_percent_is_ejected_and_none_left_means_panic() {
+        use crate::balance::health::{Outcome, State};
+        let m = Metrics::new();
+        let t = topo(
+            r#"
+[pool.a]
+endpoints = [{ addr = "127.0.0.1:1" }, { addr = "127.0.0.1:2" }, { addr = "127.0.0.1:3" }]
+[pool.a.ejection]
+consecutive_failures = 2
+max_ejected_percent = 50
+"#,
+            None,
+            &m,
+        );
+        let pool = t.route(None, "/").unwrap();
+        let now = Instant::now();
+        for i in 0..3 {
+            for _ in 0..5 {
+                pool.record_request(i, Outcome::Failure, Some("reset"), now);
+            }
+        }
+        let states: Vec<State> = pool.endpoints.iter().map(|e| e.health().state()).collect();
+        assert_eq!(
+            states,
+            [State::Ejected, State::Healthy, State::Healthy],
+            "50 % of 3 is 1"
+        );
+        let mut rng = fastrand::Rng::with_seed(2);
+        assert!((0..20).all(|_| pool.pick(&mut rng, now, &[]) != Some(0)));
+
+        // Active checks take the other two out: nothing is available, so the pool panics and
+        // routes across all three rather than refuse.
+        for i in 1..3 {
+            for _ in 0..3 {
+                pool.record_check(i, false, Some("refused".into()), now);
+            }
+        }
+        assert!(pool.in_panic());
+        let picked: std::collections::HashSet<_> = (0..50)
+            .filter_map(|_| pool.pick(&mut rng, now, &[]))
+            .collect();
+        assert_eq!(picked.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn pick_avoids_excluded_endpoints() {
         let m = Metrics::new();
         let t = topo(TWO_POOLS, None, &m);

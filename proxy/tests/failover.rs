@@ -184,3 +184,101 @@ async fn an_upstream_failing_everything_is_ejected_and_all_failing_means_panic()
     let view = p.endpoint_view(c.addr).await;
     assert!(view["times_ejected"].as_u64().unwrap() >= 1, "{view}");
 }
+
+/// A real upstream process: Python's `http.server`, which answers `GET /` with a directory
+/// listing. Killed with its process group when dropped.
+struct PythonUpstream {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl PythonUpstream {
+    async fn start() -> PythonUpstream {
+        let port = support::free_port();
+        let dir = std::env::temp_dir().join(format!("mc-py-up-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        eventually(
+            "http.server to listen",
+            Duration::from_secs(10),
+            || async move { std::net::TcpStream::connect(addr).is_ok() },
+        )
+        .await;
+        PythonUpstream { child, addr }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal delivered");
+    }
+}
+
+impl Drop for PythonUpstream {
+    fn drop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigstopped_upstream_process_costs_no_request_and_returns_after_sigcont() {
+    use nix::sys::signal::Signal;
+    let ups = [
+        PythonUpstream::start().await,
+        PythonUpstream::start().await,
+        PythonUpstream::start().await,
+    ];
+    let addrs: Vec<_> = ups.iter().map(|u| u.addr).collect();
+    let per_try = Duration::from_millis(300);
+    // http.server has no /healthz: probe the listing at / instead.
+    let upstreams = resilient_pool_toml("least-connections", &addrs)
+        .replace("[pool.main.health]\n", "[pool.main.health]\npath = \"/\"\n");
+    let p = proxy()
+        .upstreams_toml(&upstreams)
+        .proxy_toml("[timeouts]\nper_try = \"300ms\"")
+        .start()
+        .await;
+    let traffic = BackgroundLoad::start(p.url("/"), 4, 5_000, Duration::from_secs(60));
+    eventually("traffic to flow", Duration::from_secs(5), || async {
+        p.metrics().await.contains("class=\"2xx\"")
+    })
+    .await;
+
+    let stopped = &ups[2];
+    stopped.signal(Signal::SIGSTOP);
+    eventually(
+        "the stopped process to be taken out",
+        Duration::from_secs(5),
+        || async { p.endpoint_view(stopped.addr).await["state"] != "healthy" },
+    )
+    .await;
+    stopped.signal(Signal::SIGCONT);
+    eventually("it to be re-admitted", Duration::from_secs(10), || async {
+        p.endpoint_view(stopped.addr).await["state"] == "healthy"
+    })
+    .await;
+
+    let max = traffic.max_latency();
+    let results = traffic.finish().await;
+    assert!(results.len() > 50, "too little traffic: {}", results.len());
+    assert!(
+        failed(&results).is_empty(),
+        "clients saw failures: {:?}",
+        &failed(&results)[..1]
+    );
+    assert!(max < per_try * 4, "a request waited {max:?}");
+}

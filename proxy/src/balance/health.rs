@@ -72,6 +72,8 @@ pub struct Health {
     pub times_ejected: u32,
     /// The last thing that went wrong, for the operator.
     pub last_error: Option<String>,
+    /// Why the endpoint is in its current state (the last transition's reason).
+    pub reason: Option<String>,
 }
 
 impl Default for Health {
@@ -84,6 +86,7 @@ impl Default for Health {
             ejected_until: None,
             times_ejected: 0,
             last_error: None,
+            reason: None,
         }
     }
 }
@@ -186,15 +189,20 @@ impl Health {
             .min(cfg.max_time)
     }
 
-    fn transition(&self, before: State, cause: &str) -> Option<Transition> {
+    fn transition(&mut self, before: State, cause: &str) -> Option<Transition> {
         let after = self.state();
-        (before != after).then(|| Transition {
+        if before == after {
+            return None;
+        }
+        let reason = match (&self.last_error, after) {
+            (Some(e), State::Ejected | State::Unhealthy) => format!("{cause}: {e}"),
+            _ => format!("{cause} passed"),
+        };
+        self.reason = Some(reason.clone());
+        Some(Transition {
             from: before,
             to: after,
-            reason: match (&self.last_error, after) {
-                (Some(e), State::Ejected | State::Unhealthy) => format!("{cause}: {e}"),
-                _ => cause.to_string(),
-            },
+            reason,
         })
     }
 }
@@ -226,6 +234,7 @@ mod tests {
         let t = h.on_check(false, None, &cfg, now).unwrap();
         assert_eq!((t.from, t.to), (State::Healthy, State::Unhealthy));
         assert!(t.reason.contains("refused"), "{}", t.reason);
+        assert_eq!(h.reason.as_deref(), Some(t.reason.as_str()));
         assert!(h.on_check(true, None, &cfg, now).is_none());
         let t = h.on_check(true, None, &cfg, now).unwrap();
         assert_eq!(t.to, State::Healthy);
