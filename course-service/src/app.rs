@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::time::Instant;
 
+use crate::cache::CatalogCache;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ use crate::store::CourseStore;
 #[derive(Clone)]
 pub struct AppState {
     pub store: CourseStore,
+    /// The catalogue cache; every write invalidates it.
+    pub cache: CatalogCache,
     pub metrics: Metrics,
     /// The bearer token writes must present; `None` disables writes.
     pub admin_token: Option<Arc<str>>,
@@ -37,6 +40,7 @@ impl AppState {
     pub fn new(config: &Config, client: &mongodb::Client) -> Self {
         let metrics = Metrics::new();
         AppState {
+            cache: CatalogCache::new(&config.cache, &metrics),
             store: CourseStore::new(
                 client,
                 &config.database,

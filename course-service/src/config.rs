@@ -36,7 +36,39 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub mongodb: MongoSection,
     pub http: HttpSection,
+    pub cache: CacheSection,
 }
+
+/// `[cache]`: the in-memory catalogue cache.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Safety net if an invalidation is lost.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    pub max_entries: u64,
+    /// How long the last good answer may be served while the database is down.
+    #[serde(with = "humantime_serde")]
+    pub stale_window: Duration,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            ttl: DEFAULT_CACHE_TTL,
+            max_entries: DEFAULT_CACHE_ENTRIES,
+            stale_window: DEFAULT_STALE_WINDOW,
+        }
+    }
+}
+
+/// A TTL-only cache is stale for up to this long; ours is invalidated on write, and this is
+/// only the safety net.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Distinct listings and courses kept: queries beyond this are evicted least-recently-used.
+pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
+/// Serving a stale catalogue beats an error for a while, not forever.
+pub const DEFAULT_STALE_WINDOW: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -105,6 +137,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Bearer token required for writes; `None` refuses every write.
     pub admin_token: Option<String>,
+    pub cache: crate::cache::CacheSettings,
 }
 
 /// The environment variables the service reads, captured once so tests can pass their own.
@@ -225,6 +258,19 @@ impl Config {
             request_timeout: positive("http.request_timeout", h.request_timeout)?,
             shutdown_grace: positive("http.shutdown_grace", h.shutdown_grace)?,
             admin_token,
+            cache: crate::cache::CacheSettings {
+                ttl: positive("cache.ttl", file.cache.ttl)?,
+                max_entries: if file.cache.max_entries == 0 {
+                    return Err(ConfigError::field(
+                        origin,
+                        "cache.max_entries",
+                        "must be at least 1",
+                    ));
+                } else {
+                    file.cache.max_entries
+                },
+                stale_window: file.cache.stale_window,
+            },
         })
     }
 }

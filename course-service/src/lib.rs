@@ -7,6 +7,7 @@
 //! error status. [`cluster`] runs and supervises N instances; [`seed`] loads the catalogue.
 
 pub mod app;
+pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub db_duration: HistogramVec,
     /// `db_operation_errors_total{op,kind}`.
     pub db_errors: IntCounterVec,
+    /// `cache_events_total{backend,event}`: hit, miss, invalidation, stale, bypass.
+    pub cache_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -56,8 +58,17 @@ impl Metrics {
             &["op", "kind"],
         )
         .expect("valid metric");
+        let cache_events = IntCounterVec::new(
+            Opts::new(
+                "cache_events_total",
+                "Catalogue cache hits, misses, invalidations, stale serves and bypasses",
+            ),
+            &["backend", "event"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
             Box::new(db_duration.clone()),
             Box::new(db_errors.clone()),
@@ -70,6 +81,7 @@ impl Metrics {
             http_duration,
             db_duration,
             db_errors,
+            cache_events,
         }
     }
 

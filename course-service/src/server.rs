@@ -23,12 +23,20 @@ pub async fn run(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let state = AppState::new(&config, &client);
-    tokio::spawn(state.clone().ensure_indexes_until_done());
+    let background = [
+        tokio::spawn(state.clone().ensure_indexes_until_done()),
+        tokio::spawn(state.cache.clone().follow_changes(state.store.clone())),
+    ];
     if state.admin_token.is_none() {
         tracing::warn!("MC_ADMIN_TOKEN is not set: every write will be refused with 403");
     }
     tracing::info!(listen = %config.listen, database = %config.database, "course-service ready to accept");
     serve(listener, state, &config, shutdown).await;
+    // The client's shutdown waits for every cursor (the change stream's too) to be dropped.
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
     client.shutdown().await;
     Ok(())
 }

@@ -131,6 +131,23 @@ impl CourseStore {
             .map(|_| ())
     }
 
+    /// Opens a change stream on the courses collection (every insert, update, delete).
+    pub async fn watch(
+        &self,
+    ) -> Result<
+        mongodb::change_stream::ChangeStream<
+            mongodb::change_stream::event::ChangeStreamEvent<mongodb::bson::Document>,
+        >,
+        StoreError,
+    > {
+        self.db
+            .collection::<mongodb::bson::Document>(COLLECTION)
+            .watch()
+            .max_await_time(Duration::from_millis(500))
+            .await
+            .map_err(|e| self.classify("watch", e))
+    }
+
     /// Round-trips a `ping` within `deadline`: the readiness check.
     pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
         let started = Instant::now();

@@ -11,11 +11,13 @@ use mongodb::bson::oid::ObjectId;
 use serde::Serialize;
 
 use crate::app::AppState;
+use crate::cache::{Cached, LoadError, Source};
 use crate::error::ApiError;
 use crate::extract::{AdminAuth, IfMatch, JsonBody};
 use crate::model::{Course, CourseDoc, CourseInput, CoursePatch, Draft};
 use crate::query::{ListQuery, QueryError};
-use crate::store::{parse_id, Conditional};
+use crate::store::{parse_id, Conditional, CourseStore, StoreError};
+use bytes::Bytes;
 
 const COLLECTION_PATH: &str = "/api/courses";
 
@@ -43,15 +45,33 @@ pub struct Links {
     pub next: Option<String>,
 }
 
+/// `GET /api/courses`, through the cache (keyed by the canonical query).
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Listing>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let query = ListQuery::parse(raw.as_deref().unwrap_or("")).map_err(|e| match e {
         QueryError::Malformed(m) => ApiError::BadRequest(format!("bad query string: {m}")),
         QueryError::Invalid(errors) => ApiError::Validation(errors),
     })?;
-    let (docs, total) = state.store.list(&query).await?;
+    let key = format!("list|{}", query.canonical());
+    let store = state.store.clone();
+    let (cached, source) = state
+        .cache
+        .get_or_load(&key, || async move {
+            let listing = load_listing(&store, &query).await?;
+            let body = serde_json::to_vec(&listing)
+                .map_err(|e| LoadError::Store(StoreError::Other(e.to_string())))?;
+            Ok(Cached::hashed(Bytes::from(body)))
+        })
+        .await
+        .map_err(|e| load_error(&e, ""))?;
+    Ok(cached_response(&headers, &cached, source))
+}
+
+async fn load_listing(store: &CourseStore, query: &ListQuery) -> Result<Listing, StoreError> {
+    let (docs, total) = store.list(query).await?;
     let pages = total.div_ceil(u64::from(query.per_page)).max(1);
     let last = u32::try_from(pages).unwrap_or(u32::MAX);
     let link = |page: u32| format!("{COLLECTION_PATH}?{}", query.with_page(page));
@@ -62,30 +82,85 @@ pub async fn list(
         prev: (query.page > 1).then(|| link((query.page - 1).min(last))),
         next: (query.page < last).then(|| link(query.page + 1)),
     };
-    Ok(Json(Listing {
+    Ok(Listing {
         items: docs.into_iter().map(Course::from).collect(),
         total,
         page: query.page,
         per_page: query.per_page,
         pages,
         links,
-    }))
+    })
 }
 
+/// `GET /api/courses/{id}`, through the cache.
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let oid = course_id(&id)?;
-    let doc = state.store.get(oid).await?.ok_or_else(|| not_found(&id))?;
-    let course = Course::from(doc);
-    if if_none_match(&headers, &course.etag()) {
-        let mut res = StatusCode::NOT_MODIFIED.into_response();
-        set_etag(&mut res, &course);
-        return Ok(res);
+    let store = state.store.clone();
+    let (cached, source) = state
+        .cache
+        .get_or_load(&format!("course|{oid}"), || async move {
+            let doc = store.get(oid).await?.ok_or(LoadError::NotFound)?;
+            let course = Course::from(doc);
+            let body = serde_json::to_vec(&course)
+                .map_err(|e| LoadError::Store(StoreError::Other(e.to_string())))?;
+            Ok(Cached {
+                etag: course.etag(),
+                body: Bytes::from(body),
+            })
+        })
+        .await
+        .map_err(|e| load_error(&e, &id))?;
+    Ok(cached_response(&headers, &cached, source))
+}
+
+/// Readers may keep a copy but must revalidate it (a 304 is cheap): the catalogue changes
+/// when an admin says so, not on a schedule.
+const CACHE_CONTROL: &str = "no-cache";
+
+/// 200 with the cached body, or 304 when `If-None-Match` names its tag; `X-Cache` says how
+/// it was obtained, and a stale answer carries a `Warning`.
+fn cached_response(headers: &HeaderMap, cached: &Cached, source: Source) -> Response {
+    let mut res = if if_none_match(headers, &cached.etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut res = cached.body.clone().into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res
+    };
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&cached.etag) {
+        h.insert(header::ETAG, v);
     }
-    Ok(with_etag(StatusCode::OK, course))
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+    h.insert("x-cache", HeaderValue::from_static(source.as_str()));
+    if source == Source::Stale {
+        h.insert(
+            header::WARNING,
+            HeaderValue::from_static("110 - \"Response is Stale\""),
+        );
+    }
+    res
+}
+
+fn load_error(e: &LoadError, id: &str) -> ApiError {
+    match e {
+        LoadError::NotFound => not_found(id),
+        LoadError::Store(StoreError::Unavailable(c)) => ApiError::Unavailable(c.clone()),
+        LoadError::Store(StoreError::Other(c)) => ApiError::Internal(c.clone()),
+        LoadError::Store(StoreError::Duplicate { field, value }) => {
+            ApiError::Internal(format!("unexpected duplicate {field} `{value}` on a read"))
+        }
+    }
 }
 
 pub async fn create(
@@ -97,6 +172,7 @@ pub async fn create(
         .validate()
         .map_err(ApiError::Validation)?;
     let course = Course::from(state.store.insert(valid).await?);
+    state.cache.invalidate();
     tracing::info!(id = %course.id, slug = %course.slug, "course created");
     let location = format!("{COLLECTION_PATH}/{}", course.id);
     let mut res = with_etag(StatusCode::CREATED, course);
@@ -155,6 +231,7 @@ async fn update(
     let valid = change(&current).validate().map_err(ApiError::Validation)?;
     match state.store.update(oid, current.version, valid).await? {
         Conditional::Done(doc) => {
+            state.cache.invalidate();
             let course = Course::from(doc);
             tracing::info!(id = %course.id, version = course.version, "course updated");
             Ok(with_etag(StatusCode::OK, course))
@@ -190,6 +267,7 @@ pub async fn delete(
     };
     match state.store.delete(oid, version).await? {
         Conditional::Done(()) => {
+            state.cache.invalidate();
             tracing::info!(%id, "course deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         }

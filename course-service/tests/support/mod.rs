@@ -71,7 +71,11 @@ impl MongoServer {
     /// Starts a server on a free port and waits until it accepts connections. A small shell
     /// watchdog kills it when the test process exits, even if no destructor runs.
     pub fn start() -> MongoServer {
-        let port = free_port();
+        MongoServer::start_on(free_port())
+    }
+
+    /// Starts a server on `port` (to bring a stopped one back where it was).
+    pub fn start_on(port: u16) -> MongoServer {
         let exe = secantusd();
         let script = r#""$0" "$@" & child=$!
 trap 'kill $child 2>/dev/null' EXIT INT TERM
@@ -84,6 +88,8 @@ while kill -0 "$PPID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5;
             .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            // Not the test's stderr: a server outliving the test must not hold its pipe open.
+            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -98,11 +104,25 @@ while kill -0 "$PPID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5;
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
     }
+
+    /// Stops the server (its watchdog forwards SIGTERM) and waits until the port refuses.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        wait_until("SecantusDB to stop", Duration::from_secs(30), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+        });
+    }
 }
 
 impl Drop for MongoServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, not SIGKILL: the watchdog's trap stops the server before it exits.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
     }
 }
 
@@ -172,6 +192,19 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// Waits until the cache is in use (its change stream is open): reads stop saying BYPASS.
+    pub async fn wait_cache_ready(&self) {
+        wait_until_async(
+            "the cache to follow changes",
+            Duration::from_secs(20),
+            || async {
+                let res = self.get("/api/courses?per_page=1").await;
+                res.headers().get("x-cache").is_some_and(|v| v != "BYPASS")
+            },
+        )
+        .await;
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -268,6 +301,7 @@ impl AppBuilder {
                 .indexes_ready
                 .store(true, std::sync::atomic::Ordering::Release);
         }
+        tokio::spawn(state.cache.clone().follow_changes(state.store.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
