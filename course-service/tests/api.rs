@@ -5,7 +5,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{course, problem, TestApp, TOKEN};
+use support::{course, problem, titles, TestApp, TOKEN};
 
 // ===== create and read =====
 
@@ -548,15 +548,6 @@ async fn catalogue(app: &TestApp) {
         }))
         .await;
     }
-}
-
-fn titles(listing: &Value) -> Vec<String> {
-    listing["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["title"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[tokio::test]

@@ -8,16 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
-use support::{course, problem, unique_db, wait_until_async, MongoServer, TestApp};
-
-fn titles(listing: &serde_json::Value) -> Vec<String> {
-    listing["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["title"].as_str().unwrap().to_string())
-        .collect()
-}
+use support::{course, problem, titles, unique_db, wait_until_async, MongoServer, TestApp};
 
 #[tokio::test]
 async fn a_write_through_one_instance_is_seen_through_another_at_once() {

@@ -83,9 +83,15 @@ impl Pool {
     /// `max_ejected_percent` of the pool.
     pub fn record_request(&self, i: usize, outcome: Outcome, error: Option<&str>, now: Instant) {
         let cfg = &self.config.ejection;
-        // The endpoint's lock is released before the pool-wide count takes every lock in turn.
-        let would_eject = self.endpoints[i].health().would_eject(outcome, cfg);
-        let may_eject = would_eject && self.ejection_allowed();
+        // Only a failure can eject. The endpoint's lock is released before the pool-wide
+        // count takes every lock in turn.
+        let may_eject = outcome == Outcome::Failure
+            && self.endpoints[i]
+                .health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .would_eject(outcome, cfg)
+            && self.ejection_allowed();
         let transition = self.endpoints[i]
             .health
             .lock()

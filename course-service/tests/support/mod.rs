@@ -353,3 +353,13 @@ pub async fn problem(res: reqwest::Response, status: u16) -> Value {
     );
     body
 }
+
+/// The titles of a listing's items, in order.
+pub fn titles(listing: &Value) -> Vec<String> {
+    listing["items"]
+        .as_array()
+        .expect("a listing has items")
+        .iter()
+        .map(|c| c["title"].as_str().unwrap_or("").to_string())
+        .collect()
+}
