@@ -37,10 +37,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, client: &mongodb::Client) -> Self {
+    /// The state of one instance; fails only if the cache cannot be set up.
+    pub fn new(config: &Config, client: &mongodb::Client) -> Result<Self, String> {
         let metrics = Metrics::new();
-        AppState {
-            cache: CatalogCache::new(&config.cache, &metrics),
+        Ok(AppState {
+            cache: CatalogCache::new(&config.cache, &metrics)?,
             store: CourseStore::new(
                 client,
                 &config.database,
@@ -52,7 +53,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             ready_timeout: config.ready_timeout,
             indexes_ready: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
     pub fn indexes_ready(&self) -> bool {

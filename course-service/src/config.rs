@@ -1,5 +1,5 @@
 //! course-service configuration: `configs/course-service.toml`, then environment overrides
-//! (`MONGODB_URI`, `MC_ADMIN_TOKEN`, `MC_LISTEN`), then `--listen`. Validated once at start-up;
+//! (`MONGODB_URI`, `REDIS_URL`, `MC_ADMIN_TOKEN`, `MC_LISTEN`), then `--listen`. Validated once at start-up;
 //! a bad value stops the process with an error naming the file and field.
 
 use std::net::SocketAddr;
@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use shared::config::ConfigError;
+
+use crate::cache::{Backend, CacheSettings, RedisSettings};
 
 /// Where an instance listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
@@ -39,10 +41,19 @@ pub struct FileConfig {
     pub cache: CacheSection,
 }
 
-/// `[cache]`: the in-memory catalogue cache.
+/// `[cache]`: the catalogue cache.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSection {
+    /// `memory` or `redis`; unset: `redis` when a Redis URL is given, else `memory`.
+    pub backend: Option<BackendName>,
+    /// The Redis server (`REDIS_URL` overrides it).
+    pub redis_url: Option<String>,
+    /// Upper bound on each Redis call; past it the request goes to the database.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    /// Redis backend: entries kept in process in front of Redis (0: none).
+    pub local_max_entries: u64,
     /// Safety net if an invalidation is lost.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
@@ -55,12 +66,28 @@ pub struct CacheSection {
 impl Default for CacheSection {
     fn default() -> Self {
         CacheSection {
+            backend: None,
+            redis_url: None,
+            redis_timeout: DEFAULT_REDIS_TIMEOUT,
+            local_max_entries: DEFAULT_LOCAL_ENTRIES,
             ttl: DEFAULT_CACHE_TTL,
             max_entries: DEFAULT_CACHE_ENTRIES,
             stale_window: DEFAULT_STALE_WINDOW,
         }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    Memory,
+    Redis,
+}
+
+/// A Redis on the same network answers in well under a millisecond; 250 ms means it is sick.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// The in-process tier in front of Redis: the hottest listings, without a network hop.
+pub const DEFAULT_LOCAL_ENTRIES: u64 = 1_000;
 
 /// A TTL-only cache is stale for up to this long; ours is invalidated on write, and this is
 /// only the safety net.
@@ -137,7 +164,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Bearer token required for writes; `None` refuses every write.
     pub admin_token: Option<String>,
-    pub cache: crate::cache::CacheSettings,
+    pub cache: CacheSettings,
 }
 
 /// The environment variables the service reads, captured once so tests can pass their own.
@@ -146,16 +173,19 @@ pub struct Env {
     pub mongodb_uri: Option<String>,
     pub admin_token: Option<String>,
     pub listen: Option<String>,
+    pub redis_url: Option<String>,
 }
 
 impl Env {
-    /// Reads `MONGODB_URI`, `MC_ADMIN_TOKEN` and `MC_LISTEN` (empty counts as unset).
+    /// Reads `MONGODB_URI`, `MC_ADMIN_TOKEN`, `MC_LISTEN` and `REDIS_URL` (empty counts as
+    /// unset).
     pub fn from_process() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Env {
             mongodb_uri: var("MONGODB_URI"),
             admin_token: var("MC_ADMIN_TOKEN"),
             listen: var("MC_LISTEN"),
+            redis_url: var("REDIS_URL"),
         }
     }
 }
@@ -217,13 +247,7 @@ impl Config {
                 format!("`{database}` is not a valid database name"),
             ));
         }
-        let positive = |field: &str, d: Duration| {
-            if d.is_zero() {
-                Err(ConfigError::field(origin, field, "must be greater than 0"))
-            } else {
-                Ok(d)
-            }
-        };
+        let positive = |field: &str, d: Duration| positive(origin, field, d);
         let m = &file.mongodb;
         let h = &file.http;
         if h.max_body_bytes == 0 {
@@ -246,7 +270,6 @@ impl Config {
         Ok(Config {
             listen,
             mongodb_uri,
-            database,
             server_selection_timeout: positive(
                 "mongodb.server_selection_timeout",
                 m.server_selection_timeout,
@@ -258,21 +281,71 @@ impl Config {
             request_timeout: positive("http.request_timeout", h.request_timeout)?,
             shutdown_grace: positive("http.shutdown_grace", h.shutdown_grace)?,
             admin_token,
-            cache: crate::cache::CacheSettings {
-                ttl: positive("cache.ttl", file.cache.ttl)?,
-                max_entries: if file.cache.max_entries == 0 {
-                    return Err(ConfigError::field(
-                        origin,
-                        "cache.max_entries",
-                        "must be at least 1",
-                    ));
-                } else {
-                    file.cache.max_entries
-                },
-                stale_window: file.cache.stale_window,
-            },
+            cache: cache_settings(&file.cache, origin, env, &database)?,
+            database,
         })
     }
+}
+
+fn positive(origin: &Path, field: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::field(origin, field, "must be greater than 0"))
+    } else {
+        Ok(d)
+    }
+}
+
+/// `[cache]` and `REDIS_URL`, validated (the URL is parsed, not connected to).
+fn cache_settings(
+    c: &CacheSection,
+    origin: &Path,
+    env: &Env,
+    database: &str,
+) -> Result<CacheSettings, ConfigError> {
+    let positive = |field: &str, d: Duration| positive(origin, field, d);
+    if c.max_entries == 0 {
+        return Err(ConfigError::field(
+            origin,
+            "cache.max_entries",
+            "must be at least 1",
+        ));
+    }
+    let url = match (&env.redis_url, &c.redis_url) {
+        (Some(url), _) => Some(("REDIS_URL", url)),
+        (None, Some(url)) => Some(("cache.redis_url", url)),
+        (None, None) => None,
+    };
+    let backend = match (c.backend, url) {
+        (Some(BackendName::Memory), _) | (None, None) => Backend::Memory,
+        (Some(BackendName::Redis), None) => {
+            return Err(ConfigError::field(
+                origin,
+                "cache.backend",
+                "is `redis` but no server is given: set REDIS_URL (or cache.redis_url), e.g. redis://127.0.0.1:6379",
+            ))
+        }
+        (Some(BackendName::Redis) | None, Some((field, url))) => {
+            let client = redis::Client::open(url.as_str()).map_err(|e| {
+                ConfigError::field(
+                    origin,
+                    field,
+                    format!("is not a usable Redis URL ({e}); expected redis://[:password@]host:port[/db]"),
+                )
+            })?;
+            Backend::Redis(Box::new(RedisSettings {
+                client,
+                timeout: positive("cache.redis_timeout", c.redis_timeout)?,
+                local_max_entries: c.local_max_entries,
+                namespace: format!("mc:{database}"),
+            }))
+        }
+    };
+    Ok(CacheSettings {
+        backend,
+        ttl: positive("cache.ttl", c.ttl)?,
+        max_entries: c.max_entries,
+        stale_window: c.stale_window,
+    })
 }
 
 #[cfg(test)]
@@ -328,6 +401,7 @@ mod tests {
             mongodb_uri: Some("mongodb://db.example:27017".into()),
             admin_token: Some("0123456789abcdef".into()),
             listen: Some("127.0.0.1:2".into()),
+            redis_url: None,
         };
         let c = Config::resolve(file, path, &env, Some("127.0.0.1:3")).unwrap();
         assert_eq!(c.listen.port(), 3);
@@ -345,5 +419,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("MC_ADMIN_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn redis_url_selects_redis_unless_memory_is_asked_for() {
+        let env = Env {
+            redis_url: Some("redis://127.0.0.1:6390".into()),
+            ..Env::default()
+        };
+        let path = Path::new("f.toml");
+        let resolve = |text: &str| {
+            let file = shared::config::parse(path, text).unwrap();
+            Config::resolve(file, path, &env, None)
+        };
+        let c = resolve("[mongodb]\ndatabase = \"shop\"\n").unwrap();
+        let Backend::Redis(r) = &c.cache.backend else {
+            panic!("REDIS_URL must select Redis: {:?}", c.cache.backend)
+        };
+        assert_eq!(r.namespace, "mc:shop");
+        assert_eq!(r.local_max_entries, DEFAULT_LOCAL_ENTRIES);
+        let c = resolve("[cache]\nbackend = \"memory\"\n").unwrap();
+        assert!(matches!(c.cache.backend, Backend::Memory));
+    }
+
+    #[test]
+    fn redis_without_a_url_or_with_a_bad_one_is_refused() {
+        let err = parse("[cache]\nbackend = \"redis\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cache.backend") && err.contains("REDIS_URL"),
+            "{err}"
+        );
+        let err = parse("[cache]\nredis_url = \"http://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cache.redis_url") && err.contains("redis://"),
+            "{err}"
+        );
+        let err = parse("[cache]\nbackend = \"disk\"\n").unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(2), "{err}");
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use course_service::cache::CatalogCache;
 use course_service::cluster::{self, ClusterSpec};
 use course_service::config::{Config, Env};
 use course_service::{seed, server, store};
@@ -99,8 +100,18 @@ async fn run_seed(file: PathBuf, config: Option<PathBuf>) -> Result<(), String> 
     let courses = seed::read(&file)?;
     let client = store::connect(&cfg).await.map_err(|e| e.to_string())?;
     let metrics = course_service::metrics::Metrics::new();
-    let st = store::CourseStore::new(&client, &cfg.database, cfg.operation_timeout, metrics);
+    let st = store::CourseStore::new(
+        &client,
+        &cfg.database,
+        cfg.operation_timeout,
+        metrics.clone(),
+    );
     let report = seed::load(&st, courses).await?;
+    if report.inserted > 0 {
+        // Running instances learn of the new courses: through their change stream (memory
+        // cache), or through this bump of the shared generation (Redis cache).
+        CatalogCache::new(&cfg.cache, &metrics)?.invalidate().await;
+    }
     println!(
         "seeded {}: {} new, {} already present",
         file.display(),

@@ -22,7 +22,7 @@ pub async fn run(
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let state = AppState::new(&config, &client);
+    let state = AppState::new(&config, &client)?;
     let background = [
         tokio::spawn(state.clone().ensure_indexes_until_done()),
         tokio::spawn(state.cache.clone().follow_changes(state.store.clone())),

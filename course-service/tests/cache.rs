@@ -8,38 +8,74 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
-use support::{course, problem, titles, unique_db, wait_until_async, MongoServer, TestApp};
+use support::{
+    course, problem, titles, unique_db, wait_until_async, MongoServer, RedisServer, TestApp,
+};
 
 #[tokio::test]
-async fn a_write_through_one_instance_is_seen_through_another_at_once() {
+async fn a_write_through_one_instance_is_seen_through_the_others_at_once() {
     let db = unique_db("fresh");
-    let a = TestApp::builder().database(&db).spawn().await;
-    let b = TestApp::builder().database(&db).spawn().await;
-    a.wait_cache_ready().await;
-    b.wait_cache_ready().await;
+    let apps = [
+        TestApp::builder().database(&db).spawn().await,
+        TestApp::builder().database(&db).spawn().await,
+        TestApp::builder().database(&db).spawn().await,
+    ];
+    write_is_seen_everywhere("memory", &apps).await;
+}
 
-    // B has the (empty) listing cached.
-    b.get_json("/api/courses").await;
-    let res = b.get("/api/courses").await;
-    assert_eq!(res.headers()["x-cache"], "HIT");
+#[tokio::test]
+async fn with_redis_a_write_through_one_instance_is_seen_through_the_others_at_once() {
+    let redis = RedisServer::start();
+    let db = unique_db("rfresh");
+    let apps = [
+        TestApp::builder()
+            .database(&db)
+            .redis(redis.url())
+            .spawn()
+            .await,
+        TestApp::builder()
+            .database(&db)
+            .redis(redis.url())
+            .spawn()
+            .await,
+        TestApp::builder()
+            .database(&db)
+            .redis(redis.url())
+            .spawn()
+            .await,
+    ];
+    write_is_seen_everywhere("redis", &apps).await;
+}
 
+/// A create and an update through the first app are served by all others, which had the
+/// old answers cached.
+async fn write_is_seen_everywhere(backend: &str, apps: &[TestApp]) {
+    let (a, others) = apps.split_first().unwrap();
+    for app in apps {
+        app.wait_cache_ready().await;
+    }
+    for b in others {
+        b.get_json("/api/courses").await;
+        assert_eq!(b.get("/api/courses").await.headers()["x-cache"], "HIT");
+    }
     let created = a.create(course(1)).await;
     let written = Instant::now();
-    wait_until_async(
-        "B to list the new course",
-        Duration::from_secs(5),
-        || async { titles(&b.get_json("/api/courses").await) == ["Course number 1"] },
-    )
-    .await;
+    for b in others {
+        wait_until_async("the new course listed", Duration::from_secs(5), || async {
+            titles(&b.get_json("/api/courses").await) == ["Course number 1"]
+        })
+        .await;
+    }
     eprintln!(
-        "create through A visible through B after {:?}",
+        "{backend}: a create is listed everywhere after {:?}",
         written.elapsed()
     );
 
-    // An update of one course, cached on B, too.
     let path = format!("/api/courses/{}", created["id"].as_str().unwrap());
-    b.get_json(&path).await;
-    assert_eq!(b.get(&path).await.headers()["x-cache"], "HIT");
+    for b in others {
+        b.get_json(&path).await;
+        assert_eq!(b.get(&path).await.headers()["x-cache"], "HIT");
+    }
     let res = a
         .admin(Method::PATCH, &path)
         .json(&json!({ "price_cents": 5 }))
@@ -48,12 +84,14 @@ async fn a_write_through_one_instance_is_seen_through_another_at_once() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let written = Instant::now();
-    wait_until_async("B to serve the update", Duration::from_secs(5), || async {
-        b.get_json(&path).await["price_cents"] == 5
-    })
-    .await;
+    for b in others {
+        wait_until_async("the update served", Duration::from_secs(5), || async {
+            b.get_json(&path).await["price_cents"] == 5
+        })
+        .await;
+    }
     eprintln!(
-        "update through A visible through B after {:?}",
+        "{backend}: an update is served everywhere after {:?}",
         written.elapsed()
     );
 }
@@ -61,10 +99,45 @@ async fn a_write_through_one_instance_is_seen_through_another_at_once() {
 #[tokio::test]
 async fn concurrent_misses_for_one_listing_run_one_query() {
     let app = TestApp::spawn().await;
+    twenty_misses_one_query(&app, "/api/courses?tag=testing&sort=title").await;
+}
+
+#[tokio::test]
+async fn with_redis_concurrent_misses_run_one_query_and_other_instances_share_the_result() {
+    let redis = RedisServer::start();
+    let db = unique_db("rflight");
+    // No in-process tier: every read goes to Redis.
+    let spawn = || {
+        TestApp::builder()
+            .database(&db)
+            .redis(redis.url())
+            .local_entries(0)
+            .spawn()
+    };
+    let (a, b) = (spawn().await, spawn().await);
+    let path = "/api/courses?tag=testing&sort=title";
+    twenty_misses_one_query(&a, path).await;
+    b.wait_cache_ready().await;
+    let res = b.get(path).await;
+    assert_eq!(
+        res.headers()["x-cache"],
+        "HIT",
+        "B finds A's entry in Redis"
+    );
+    assert_eq!(titles(&res.json().await.unwrap()), ["Course number 1"]);
+    assert_eq!(db_finds(&b).await, 0, "B never queried the database");
+    let metrics = b.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("course_service_cache_events_total{backend=\"redis\",event=\"miss\"} 0"),
+        "{metrics}"
+    );
+}
+
+/// 20 concurrent reads of `path` on a cold cache: all 200, one database query.
+async fn twenty_misses_one_query(app: &TestApp, path: &str) {
     app.create(course(1)).await;
     app.wait_cache_ready().await;
-    let finds_before = db_finds(&app).await;
-    let path = "/api/courses?tag=testing&sort=title";
+    let finds_before = db_finds(app).await;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let (http, url) = (app.http.clone(), app.url(path));
@@ -73,7 +146,7 @@ async fn concurrent_misses_for_one_listing_run_one_query() {
     let statuses = set.join_all().await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(
-        db_finds(&app).await - finds_before,
+        db_finds(app).await - finds_before,
         1,
         "one query for 20 misses"
     );
@@ -180,4 +253,75 @@ async fn with_the_database_down_the_listing_is_served_stale_and_recovers() {
         || async { titles(&app.get_json("/api/courses").await) == ["Course number 3"] },
     )
     .await;
+}
+
+#[tokio::test]
+async fn with_redis_down_reads_and_writes_go_on_and_caching_resumes_when_it_is_back() {
+    let mut redis = RedisServer::start();
+    let app = TestApp::builder().redis(redis.url()).spawn().await;
+    app.create(course(1)).await;
+    app.wait_cache_ready().await;
+    app.get("/api/courses").await;
+    assert_eq!(app.get("/api/courses").await.headers()["x-cache"], "HIT");
+
+    redis.stop();
+    // Every read answers, first from the in-process tier, then (the outage noticed) from the
+    // database.
+    wait_until_async(
+        "reads to bypass the cache",
+        Duration::from_secs(10),
+        || async {
+            let res = app.get("/api/courses").await;
+            assert_eq!(res.status(), 200, "a Redis outage must not fail reads");
+            res.headers()["x-cache"] == "BYPASS"
+        },
+    )
+    .await;
+    // Writes work and are visible at once.
+    app.create(course(2)).await;
+    assert_eq!(
+        titles(&app.get_json("/api/courses").await),
+        ["Course number 2", "Course number 1"]
+    );
+
+    let _redis = RedisServer::start_on(redis.port);
+    wait_until_async("caching to resume", Duration::from_secs(20), || async {
+        let res = app.get("/api/courses").await;
+        res.status() == 200 && res.headers()["x-cache"] == "HIT"
+    })
+    .await;
+    // And invalidation with it.
+    app.create(course(3)).await;
+    assert_eq!(titles(&app.get_json("/api/courses").await).len(), 3);
+}
+
+#[tokio::test]
+async fn with_redis_hung_reads_go_to_the_database_and_caching_resumes_when_it_thaws() {
+    let redis = RedisServer::start();
+    let app = TestApp::builder().redis(redis.url()).spawn().await;
+    app.create(course(1)).await;
+    app.wait_cache_ready().await;
+
+    redis.freeze(true);
+    // Connections stay open but nothing answers: the follower's ping notices.
+    wait_until_async(
+        "reads to bypass the cache",
+        Duration::from_secs(10),
+        || async {
+            let res = app.get("/api/courses?level=beginner").await;
+            assert_eq!(res.status(), 200, "a hung Redis must not fail reads");
+            res.headers()["x-cache"] == "BYPASS"
+        },
+    )
+    .await;
+    app.create(course(2)).await;
+    assert_eq!(titles(&app.get_json("/api/courses").await).len(), 2);
+
+    redis.freeze(false);
+    wait_until_async("caching to resume", Duration::from_secs(20), || async {
+        let res = app.get("/api/courses").await;
+        res.status() == 200 && res.headers()["x-cache"] == "HIT"
+    })
+    .await;
+    assert_eq!(titles(&app.get_json("/api/courses").await).len(), 2);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{mongo, unique_db, wait_until, TestApp, TOKEN};
+use support::{mongo, unique_db, wait_until, wait_until_async, RedisServer, TestApp, TOKEN};
 
 const BIN: &str = env!("CARGO_BIN_EXE_course-service");
 
@@ -37,6 +37,7 @@ fn course_service() -> Command {
         .env("MC_ADMIN_TOKEN", TOKEN)
         .env("RUST_LOG", "info")
         .env_remove("MC_LISTEN")
+        .env_remove("REDIS_URL")
         .stdin(Stdio::null());
     cmd
 }
@@ -96,17 +97,42 @@ fn bad_config_exits_non_zero_naming_file_line_and_field() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("MC_ADMIN_TOKEN"));
+
+    let out = course_service()
+        .args(["serve"])
+        .env("REDIS_URL", "http://cache:6379")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("REDIS_URL") && err.contains("redis://"),
+        "{err}"
+    );
 }
 
 // ===== seed =====
 
 #[tokio::test]
-async fn seeding_is_idempotent_and_fills_the_catalogue() {
+async fn seeding_is_idempotent_and_fills_the_catalogue_seen_by_running_instances() {
     let db = unique_db("seed");
     let config = config_for(&db);
+    // A running instance with the (empty) listing cached in Redis.
+    let redis = RedisServer::start();
+    let app = TestApp::builder()
+        .database(&db)
+        .redis(redis.url())
+        .spawn()
+        .await;
+    app.wait_cache_ready().await;
+    app.get("/api/courses?per_page=100").await;
+    let res = app.get("/api/courses?per_page=100").await;
+    assert_eq!(res.headers()["x-cache"], "HIT");
+
     let seed_file = support::workspace_root().join("configs/seed-courses.json");
     let run = || {
         course_service()
+            .env("REDIS_URL", redis.url())
             .arg("seed")
             .arg(&seed_file)
             .arg("--config")
@@ -124,9 +150,14 @@ async fn seeding_is_idempotent_and_fills_the_catalogue() {
     let second = run();
     assert!(String::from_utf8_lossy(&second.stdout).contains("0 new, 50 already present"));
 
-    let app = TestApp::builder().database(&db).spawn().await;
-    let listing = app.get_json("/api/courses?per_page=100").await;
-    assert_eq!(listing["total"], 50);
+    // The seed bumped the shared generation: the instance lists the courses as soon as the
+    // message arrives.
+    wait_until_async(
+        "the seeded courses listed",
+        Duration::from_secs(5),
+        || async { app.get_json("/api/courses?per_page=100").await["total"] == 50 },
+    )
+    .await;
     let rust = app.get_json("/api/courses?tag=rust").await;
     assert!(rust["total"].as_u64().unwrap() >= 5);
 }

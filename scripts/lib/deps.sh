@@ -61,3 +61,8 @@ ensure_rust() {
     rustup component add rustfmt clippy >/dev/null 2>&1 || die "rustup component add failed"
   fi
 }
+
+# ensure_redis: redis-server (the tests start their own on free ports).
+ensure_redis() {
+  ensure_apt redis-server redis-server
+}

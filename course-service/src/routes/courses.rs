@@ -172,7 +172,7 @@ pub async fn create(
         .validate()
         .map_err(ApiError::Validation)?;
     let course = Course::from(state.store.insert(valid).await?);
-    state.cache.invalidate();
+    state.cache.invalidate().await;
     tracing::info!(id = %course.id, slug = %course.slug, "course created");
     let location = format!("{COLLECTION_PATH}/{}", course.id);
     let mut res = with_etag(StatusCode::CREATED, course);
@@ -231,7 +231,7 @@ async fn update(
     let valid = change(&current).validate().map_err(ApiError::Validation)?;
     match state.store.update(oid, current.version, valid).await? {
         Conditional::Done(doc) => {
-            state.cache.invalidate();
+            state.cache.invalidate().await;
             let course = Course::from(doc);
             tracing::info!(id = %course.id, version = course.version, "course updated");
             Ok(with_etag(StatusCode::OK, course))
@@ -267,7 +267,7 @@ pub async fn delete(
     };
     match state.store.delete(oid, version).await? {
         Conditional::Done(()) => {
-            state.cache.invalidate();
+            state.cache.invalidate().await;
             tracing::info!(%id, "course deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         }

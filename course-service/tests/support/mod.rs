@@ -77,27 +77,20 @@ impl MongoServer {
     /// Starts a server on `port` (to bring a stopped one back where it was).
     pub fn start_on(port: u16) -> MongoServer {
         let exe = secantusd();
-        let script = r#""$0" "$@" & child=$!
-trap 'kill $child 2>/dev/null' EXIT INT TERM
-while kill -0 "$PPID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done"#;
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg(&exe)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // Not the test's stderr: a server outliving the test must not hold its pipe open.
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_until(
-            "SecantusDB to accept connections",
-            Duration::from_secs(60),
-            || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        let child = spawn_watched(
+            exe.as_os_str(),
+            &[
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--storage-path",
+                ":memory:",
+                "--log-level",
+                "WARNING",
+            ],
         );
+        wait_for_port("SecantusDB", port, true);
         MongoServer { port, child }
     }
 
@@ -107,22 +100,118 @@ while kill -0 "$PPID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5;
 
     /// Stops the server (its watchdog forwards SIGTERM) and waits until the port refuses.
     pub fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        wait_until("SecantusDB to stop", Duration::from_secs(30), || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
-        });
+        terminate(&mut self.child);
+        wait_for_port("SecantusDB", self.port, false);
     }
 }
 
 impl Drop for MongoServer {
     fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the watchdog's trap stops the server before it exits.
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
+        terminate(&mut self.child);
+    }
+}
+
+/// Starts `exe args` under a small shell watchdog that kills it when the test process exits,
+/// even if no destructor runs.
+fn spawn_watched(exe: &std::ffi::OsStr, args: &[&str]) -> Child {
+    let script = r#""$0" "$@" & child=$!
+trap 'kill $child 2>/dev/null' EXIT INT TERM
+while kill -0 "$PPID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done"#;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        // Not the test's stderr: a server outliving the test must not hold its pipe open.
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.to_string_lossy()))
+}
+
+/// SIGTERM, not SIGKILL: the watchdog's trap stops the server before it exits.
+fn terminate(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+}
+
+/// Waits until `port` accepts connections (`open`) or refuses them.
+fn wait_for_port(what: &str, port: u16, open: bool) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let state = if open { "accept connections" } else { "stop" };
+    wait_until(
+        &format!("{what} to {state}"),
+        Duration::from_secs(60),
+        || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() == open,
+    );
+}
+
+/// A running `redis-server` (what `scripts/test` installs), persistence off.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::start_on(free_port())
+    }
+
+    /// Starts a server on `port` (to bring a stopped one back where it was).
+    pub fn start_on(port: u16) -> RedisServer {
+        let exe = std::env::var_os("REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
+        let child = spawn_watched(
+            &exe,
+            &[
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        );
+        wait_for_port("redis-server", port, true);
+        RedisServer { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server and waits until the port refuses.
+    pub fn stop(&mut self) {
+        terminate(&mut self.child);
+        wait_for_port("redis-server", self.port, false);
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server process: a Redis that hangs.
+    pub fn freeze(&self, frozen: bool) {
+        // The child is the watchdog shell; the server is its only child.
+        let sh = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children"))
+            .expect("the watchdog's children");
+        let pid: i32 = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("redis-server runs under the watchdog");
+        let signal = if frozen {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal redis");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
     }
 }
 
@@ -161,6 +250,8 @@ pub struct AppBuilder {
     token: Option<String>,
     max_body_bytes: Option<usize>,
     server_selection_timeout: Option<Duration>,
+    redis_url: Option<String>,
+    local_entries: Option<u64>,
 }
 
 /// A course-service running in-process on a free port, against its own database.
@@ -179,6 +270,8 @@ impl TestApp {
             token: Some(TOKEN.into()),
             max_body_bytes: None,
             server_selection_timeout: None,
+            redis_url: None,
+            local_entries: None,
         }
     }
 
@@ -262,6 +355,18 @@ impl AppBuilder {
         self
     }
 
+    /// Uses the Redis backend at `url`.
+    pub fn redis(mut self, url: String) -> Self {
+        self.redis_url = Some(url);
+        self
+    }
+
+    /// Entries of the in-process tier in front of Redis (0: every read goes to Redis).
+    pub fn local_entries(mut self, n: u64) -> Self {
+        self.local_entries = Some(n);
+        self
+    }
+
     pub fn server_selection_timeout(mut self, d: Duration) -> Self {
         self.server_selection_timeout = Some(d);
         self
@@ -281,7 +386,11 @@ impl AppBuilder {
             mongodb_uri: Some(self.uri.clone()),
             admin_token: self.token.clone(),
             listen: None,
+            redis_url: self.redis_url.clone(),
         };
+        if let Some(n) = self.local_entries {
+            file.cache.local_max_entries = n;
+        }
         Config::resolve(
             file,
             std::path::Path::new("<test>"),
@@ -295,7 +404,7 @@ impl AppBuilder {
     pub async fn spawn(self) -> TestApp {
         let config = self.config();
         let client = store::connect(&config).await.expect("client");
-        let state = AppState::new(&config, &client);
+        let state = AppState::new(&config, &client).expect("state");
         if state.store.ensure_indexes().await.is_ok() {
             state
                 .indexes_ready
