@@ -7,7 +7,9 @@
 //! Markdown and JSON output.
 
 pub mod load;
+pub mod plot;
 pub mod report;
 pub mod scenarios;
+pub mod service;
 pub mod systems;
 pub mod upstream;

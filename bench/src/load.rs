@@ -1,8 +1,16 @@
-//! Open-loop load: requests are sent on a fixed schedule (`rate` per second) whatever the
-//! answers do, and each latency is measured from the request's *intended* send time, so a
-//! stall is charged to every request it delayed (no coordinated omission; Gil Tene's point,
-//! wrk2's method). Percentiles come from an HdrHistogram.
+//! Load generation, two ways:
+//! - open loop ([`open_loop`]): requests are sent on a fixed schedule (`rate` per second)
+//!   whatever the answers do, and each latency is measured from the request's *intended* send
+//!   time, so a stall is charged to every request it delayed (no coordinated omission; Gil
+//!   Tene's point, wrk2's method);
+//! - closed loop ([`closed_loop`]): N keep-alive connections, each sending its next request as
+//!   soon as the last answered: the maximum throughput, wrk's method.
+//!
+//! Percentiles come from an HdrHistogram; answers are also counted per 100 ms for throughput
+//! over time. A progress line on stderr shows each run as it goes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +18,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -18,8 +26,14 @@ use tokio::time::Instant;
 /// A request that has not answered after this long counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Width of a [`Stats::timeline`] bucket.
+pub const BUCKET: Duration = Duration::from_millis(100);
+
+/// The percentiles a latency curve is drawn through.
+pub const CURVE_QUANTILES: [f64; 9] = [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999];
+
 /// What one run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     pub sent: u64,
     pub ok: u64,
@@ -29,13 +43,98 @@ pub struct Stats {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
-    /// Requests answered per second over the run.
+    /// Requests answered successfully per second over the run.
     pub throughput: f64,
+    /// `(quantile, ms)` at each of [`CURVE_QUANTILES`], for the latency plot.
+    pub curve: Vec<(f64, f64)>,
+    /// Successful answers per [`BUCKET`], from the start of the run.
+    pub timeline: Vec<u64>,
+}
+
+impl Stats {
+    /// Summarises a histogram of microseconds.
+    pub fn from_histogram(
+        hist: &Histogram<u64>,
+        sent: u64,
+        failed: u64,
+        elapsed: Duration,
+        timeline: Vec<u64>,
+    ) -> Stats {
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        let ok = sent.saturating_sub(failed);
+        Stats {
+            sent,
+            ok,
+            failed,
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: hist.max() as f64 / 1000.0,
+            throughput: ok as f64 / elapsed.as_secs_f64().max(1e-9),
+            curve: if hist.is_empty() {
+                Vec::new()
+            } else {
+                CURVE_QUANTILES.iter().map(|&q| (q, ms(q))).collect()
+            },
+            timeline,
+        }
+    }
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Counts answers per [`BUCKET`] since `start`.
+#[derive(Default)]
+struct Timeline(Vec<u64>);
+
+impl Timeline {
+    fn record(&mut self, start: Instant, at: Instant) {
+        let i = (at.saturating_duration_since(start).as_millis() / BUCKET.as_millis()) as usize;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] += 1;
+    }
+}
+
+/// Prints `label: 3/10 s, 1234 answered` on one stderr line until dropped.
+struct Progress {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(label: &str, duration: Duration, answered: Arc<AtomicU64>) -> Progress {
+        let label = label.to_string();
+        let start = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                eprint!(
+                    "\r  {label}: {:.0}/{:.0} s, {} answered   ",
+                    start.elapsed().as_secs_f64().min(duration.as_secs_f64()),
+                    duration.as_secs_f64(),
+                    answered.load(Ordering::Relaxed)
+                );
+            }
+        });
+        Progress { task }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.task.abort();
+        eprint!("\r\x1b[K");
+    }
 }
 
 /// Sends `rate` GETs per second to `url` for `duration`; `events` run at their offsets
 /// (to kill or hang an upstream mid-run).
 pub async fn open_loop(
+    label: &str,
     url: &str,
     rate: f64,
     duration: Duration,
@@ -51,9 +150,11 @@ pub async fn open_loop(
     let uri: http::Uri = url.parse().expect("valid url");
     let total = (rate * duration.as_secs_f64()) as u64;
     let start = Instant::now() + Duration::from_millis(20);
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Duration, bool)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Duration, Instant, bool)>();
     events.sort_by_key(|(at, _)| *at);
     let mut events = events.into_iter().peekable();
+    let answered = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(label, duration, answered.clone());
 
     for i in 0..total {
         let intended = start + Duration::from_secs_f64(i as f64 / rate);
@@ -65,7 +166,8 @@ pub async fn open_loop(
             event();
         }
         tokio::time::sleep_until(intended).await;
-        let (client, uri, tx) = (client.clone(), uri.clone(), tx.clone());
+        let (client, uri, tx, answered) =
+            (client.clone(), uri.clone(), tx.clone(), answered.clone());
         tokio::spawn(async move {
             let req = http::Request::get(uri)
                 .body(Empty::new())
@@ -81,33 +183,111 @@ pub async fn open_loop(
                 Ok(Some(success)) => success,
                 _ => false,
             };
-            let _ = tx.send((intended.elapsed(), ok));
+            answered.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send((intended.elapsed(), Instant::now(), ok));
         });
     }
     for (_, event) in events {
         event();
     }
     drop(tx);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let (mut ok, mut failed) = (0u64, 0u64);
-    while let Some((latency, success)) = rx.recv().await {
+    let mut hist = histogram();
+    let mut timeline = Timeline::default();
+    let mut failed = 0u64;
+    while let Some((latency, at, success)) = rx.recv().await {
         let _ = hist.record((latency.as_micros() as u64).max(1));
         if success {
-            ok += 1;
+            timeline.record(start, at);
         } else {
             failed += 1;
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    Stats {
-        sent: total,
-        ok,
-        failed,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
-        p999_ms: ms(0.999),
-        max_ms: hist.max() as f64 / 1000.0,
-        throughput: ok as f64 / elapsed,
+    drop(progress);
+    Stats::from_histogram(&hist, total, failed, start.elapsed(), timeline.0)
+}
+
+/// `connections` keep-alive connections to `url`, each sending a GET as soon as the last one
+/// answered, for `duration`. A connection that fails is re-opened.
+pub async fn closed_loop(label: &str, url: &str, connections: usize, duration: Duration) -> Stats {
+    let uri: http::Uri = url.parse().expect("valid url");
+    let authority = uri.authority().expect("url has a host").to_string();
+    let start = Instant::now();
+    let end = start + duration;
+    let answered = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(label, duration, answered.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (uri, authority, answered) = (uri.clone(), authority.clone(), answered.clone());
+        tasks.spawn(async move {
+            let mut hist = histogram();
+            let mut timeline = Timeline::default();
+            let (mut sent, mut failed) = (0u64, 0u64);
+            'connect: while Instant::now() < end {
+                let Ok(Ok(stream)) = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    tokio::net::TcpStream::connect(&authority),
+                )
+                .await
+                else {
+                    sent += 1;
+                    failed += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let Ok((mut sender, conn)) =
+                    hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                        .await
+                else {
+                    continue;
+                };
+                let driver = tokio::spawn(conn);
+                while Instant::now() < end {
+                    let req = http::Request::get(uri.clone())
+                        .header(http::header::HOST, &authority)
+                        .body(Empty::new())
+                        .expect("valid request");
+                    let sent_at = Instant::now();
+                    sent += 1;
+                    let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                        let res = sender.send_request(req).await.ok()?;
+                        let success = res.status().is_success();
+                        res.into_body().collect().await.ok()?;
+                        Some(success)
+                    })
+                    .await;
+                    let now = Instant::now();
+                    let _ = hist.record((now.duration_since(sent_at).as_micros() as u64).max(1));
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    match answer {
+                        Ok(Some(true)) => timeline.record(start, now),
+                        Ok(Some(false)) => failed += 1,
+                        _ => {
+                            failed += 1;
+                            driver.abort();
+                            continue 'connect;
+                        }
+                    }
+                }
+                driver.abort();
+            }
+            (hist, timeline.0, sent, failed)
+        });
     }
+    let mut hist = histogram();
+    let mut timeline: Vec<u64> = Vec::new();
+    let (mut sent, mut failed) = (0u64, 0u64);
+    while let Some(Ok((h, t, s, f))) = tasks.join_next().await {
+        let _ = hist.add(&h);
+        if timeline.len() < t.len() {
+            timeline.resize(t.len(), 0);
+        }
+        for (acc, n) in timeline.iter_mut().zip(t) {
+            *acc += n;
+        }
+        sent += s;
+        failed += f;
+    }
+    drop(progress);
+    Stats::from_histogram(&hist, sent, failed, start.elapsed(), timeline)
 }

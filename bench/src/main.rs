@@ -10,10 +10,16 @@ use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
+    /// Direct vs through each proxy: closed-loop max req/s, then p50/p99 at 5000 req/s.
+    Overhead,
     /// One of three upstreams 40x slower, 1500 req/s.
     SlowUpstream,
     /// Kill and restart an upstream, then hang and resume one, at 2000 req/s.
     Failover,
+    /// Edit upstreams.toml three times under 2000 req/s (ours).
+    Reload,
+    /// Cached vs uncached listing through the real course-service; write-to-visible delay.
+    Cache,
     All,
 }
 
@@ -31,6 +37,9 @@ struct Cli {
     /// Our proxy's binary.
     #[arg(long, default_value = "target/release/proxy")]
     proxy_bin: PathBuf,
+    /// The course-service binary (the cache scenario).
+    #[arg(long, default_value = "target/release/course-service")]
+    service_bin: PathBuf,
     /// Where `<timestamp>/report.md` and `results.json` go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -53,6 +62,7 @@ async fn main() -> ExitCode {
         duration: Duration::from_secs_f64(cli.duration),
         proxy_bin: cli.proxy_bin,
         rate_scale: cli.rate_scale,
+        service_bin: cli.service_bin,
     };
     let outcome = run(cli.scenario, &opts).await;
     let table = report::markdown(&outcome);
@@ -76,6 +86,7 @@ async fn main() -> ExitCode {
 
 async fn run(scenario: Scenario, opts: &Options) -> Outcome {
     let progress = |s: &str| eprintln!("running {s}");
+    let wanted = |s: Scenario| scenario == s || scenario == Scenario::All;
     let mut all = Outcome::default();
     let mut add = |o: Outcome| {
         all.rows.extend(o.rows);
@@ -85,12 +96,21 @@ async fn run(scenario: Scenario, opts: &Options) -> Outcome {
             }
         }
     };
-    if matches!(scenario, Scenario::SlowUpstream | Scenario::All) {
+    if wanted(Scenario::Overhead) {
+        add(scenarios::overhead(opts, &progress).await);
+    }
+    if wanted(Scenario::SlowUpstream) {
         add(scenarios::slow_upstream(opts, &progress).await);
     }
-    if matches!(scenario, Scenario::Failover | Scenario::All) {
+    if wanted(Scenario::Failover) {
         add(scenarios::failover(opts, Failure::Kill, &progress).await);
         add(scenarios::failover(opts, Failure::Hang, &progress).await);
+    }
+    if wanted(Scenario::Reload) {
+        add(scenarios::reload(opts, &progress).await);
+    }
+    if wanted(Scenario::Cache) {
+        add(scenarios::cache(opts, &progress).await);
     }
     all
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::load::{open_loop, Stats};
+use crate::load::{closed_loop, histogram, open_loop, Stats};
+use crate::service::{self, Backing, CacheMode, Http};
 use crate::systems::{self, on_path, System, Tuning};
 use crate::upstream::Upstream;
 
@@ -21,14 +22,19 @@ pub struct Options {
     pub proxy_bin: PathBuf,
     /// Multiplies every scenario's request rate (the CI smoke test runs at a fraction).
     pub rate_scale: f64,
+    /// The course-service binary (the `cache` scenario).
+    pub service_bin: PathBuf,
 }
 
 /// One system's result in one scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
     pub scenario: String,
     pub system: String,
+    /// Open loop: the request rate; 0 for closed loop.
     pub rate: f64,
+    /// Closed loop: the connections; 0 for open loop.
+    pub connections: usize,
     #[serde(flatten)]
     pub stats: Stats,
     /// CPU seconds the system under test used during the run.
@@ -36,6 +42,8 @@ pub struct Row {
     /// Our proxy only: retries made, and retries refused by the budget.
     pub retries: u64,
     pub retries_refused: u64,
+    /// Our proxy only: configuration reloads applied during the run.
+    pub reloads: u64,
 }
 
 /// A scenario's rows, and the peers it could not run.
@@ -53,9 +61,24 @@ type Starter = (
 
 /// Our three algorithms, HAProxy and nginx (when installed), under `tuning`.
 fn systems(opts: &Options, tuning: Tuning, outcome: &mut Outcome) -> Vec<Starter> {
+    systems_with(
+        opts,
+        &["peak-ewma", "least-connections", "round-robin"],
+        tuning,
+        outcome,
+    )
+}
+
+/// Ours with each of `algorithms`, HAProxy and nginx (when installed), under `tuning`.
+fn systems_with(
+    opts: &Options,
+    algorithms: &[&'static str],
+    tuning: Tuning,
+    outcome: &mut Outcome,
+) -> Vec<Starter> {
     let bin = opts.proxy_bin.clone();
     let mut list: Vec<Starter> = Vec::new();
-    for algorithm in ["peak-ewma", "least-connections", "round-robin"] {
+    for &algorithm in algorithms {
         let bin = bin.clone();
         list.push((
             "ours",
@@ -96,13 +119,14 @@ async fn upstreams(latencies_ms: &[u64]) -> Result<Vec<Upstream>, String> {
 
 async fn measure(
     scenario: &str,
-    system: System,
+    system: &System,
     rate: f64,
     duration: Duration,
     events: Vec<(Duration, Box<dyn FnOnce() + Send>)>,
 ) -> Row {
+    let label = format!("{scenario}: {}", system.name);
     let cpu_before = system.cpu_seconds();
-    let stats = open_loop(&system.url, rate, duration, events).await;
+    let stats = open_loop(&label, &system.url, rate, duration, events).await;
     Row {
         scenario: scenario.into(),
         system: system.name.clone(),
@@ -111,6 +135,30 @@ async fn measure(
         retries: system.counter("proxy_retries_total{"),
         retries_refused: system.counter("proxy_retry_budget_exhausted_total{"),
         stats,
+        ..Row::default()
+    }
+}
+
+/// Closed-loop maximum throughput at `url` over `connections`; CPU is `system`'s when given.
+async fn measure_max(
+    scenario: &str,
+    name: &str,
+    url: &str,
+    system: Option<&System>,
+    connections: usize,
+    duration: Duration,
+) -> Row {
+    let label = format!("{scenario}: {name}");
+    let cpu = || system.map_or(0.0, System::cpu_seconds);
+    let cpu_before = cpu();
+    let stats = closed_loop(&label, url, connections, duration).await;
+    Row {
+        scenario: scenario.into(),
+        system: name.into(),
+        connections,
+        cpu_seconds: cpu() - cpu_before,
+        stats,
+        ..Row::default()
     }
 }
 
@@ -132,7 +180,7 @@ pub async fn slow_upstream(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         match start(&addrs) {
             Ok(system) => {
                 progress(&format!("slow-upstream: {}", system.name));
-                let row = measure("slow-upstream", system, rate, opts.duration, Vec::new()).await;
+                let row = measure("slow-upstream", &system, rate, opts.duration, Vec::new()).await;
                 outcome.rows.push(row);
             }
             Err(e) => outcome.skipped.push(format!("{label}: {e}")),
@@ -206,8 +254,297 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
                 }),
             ),
         ];
-        let row = measure(scenario, system, rate, opts.duration, events).await;
+        let row = measure(scenario, &system, rate, opts.duration, events).await;
         outcome.rows.push(row);
     }
     outcome
+}
+
+/// Connections of the closed-loop runs (wrk's usual `-c64`).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// What a proxy costs: direct to one upstream vs through each proxy (three instant
+/// upstreams): closed-loop maximum throughput, then latency at a fixed open-loop rate.
+pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
+    let mut outcome = Outcome::default();
+    let rate = 5000.0 * opts.rate_scale;
+    let ups = match upstreams(&[0, 0, 0]).await {
+        Ok(u) => u,
+        Err(e) => {
+            outcome.skipped.push(format!("overhead: {e}"));
+            return outcome;
+        }
+    };
+    let addrs: Vec<_> = ups.iter().map(|u| u.addr).collect();
+    let direct = "direct (one upstream)";
+    let url = format!("http://{}/", addrs[0]);
+    progress(&format!("overhead: {direct}"));
+    let connections = MAX_CONNECTIONS;
+    outcome.rows.push(
+        measure_max(
+            "overhead-max",
+            direct,
+            &url,
+            None,
+            connections,
+            opts.duration,
+        )
+        .await,
+    );
+    let label = format!("overhead: {direct}");
+    outcome.rows.push(Row {
+        scenario: "overhead-rate".into(),
+        system: direct.into(),
+        rate,
+        stats: open_loop(&label, &url, rate, opts.duration, Vec::new()).await,
+        ..Row::default()
+    });
+    let starters = systems_with(
+        opts,
+        &["least-connections", "peak-ewma"],
+        Tuning::Balance,
+        &mut outcome,
+    );
+    for (label, start) in starters {
+        match start(&addrs) {
+            Ok(system) => {
+                progress(&format!("overhead: {}", system.name));
+                let (name, url) = (system.name.clone(), system.url.clone());
+                let max = measure_max(
+                    "overhead-max",
+                    &name,
+                    &url,
+                    Some(&system),
+                    connections,
+                    opts.duration,
+                )
+                .await;
+                outcome.rows.push(max);
+                let row = measure("overhead-rate", &system, rate, opts.duration, Vec::new()).await;
+                outcome.rows.push(row);
+            }
+            Err(e) => outcome.skipped.push(format!("{label}: {e}")),
+        }
+    }
+    outcome
+}
+
+/// Our proxy at 2000 req/s while `upstreams.toml` is edited three times (an endpoint
+/// removed, added back, the algorithm changed), each saved by rename as editors do. HAProxy
+/// and nginx reload by re-reading their whole configuration (a new worker), which is a
+/// different operation, so they are not run.
+pub async fn reload(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
+    let mut outcome = Outcome::default();
+    outcome
+        .skipped
+        .push("reload: haproxy, nginx (no equivalent live edit of one upstream list)".into());
+    let rate = 2000.0 * opts.rate_scale;
+    let ups = match upstreams(&[1, 1, 1]).await {
+        Ok(u) => u,
+        Err(e) => {
+            outcome.skipped.push(format!("reload: {e}"));
+            return outcome;
+        }
+    };
+    let addrs: Vec<_> = ups.iter().map(|u| u.addr).collect();
+    let system = match systems::ours(&opts.proxy_bin, &addrs, "peak-ewma", Tuning::Balance) {
+        Ok(s) => s,
+        Err(e) => {
+            outcome.skipped.push(format!("reload: {e}"));
+            return outcome;
+        }
+    };
+    progress(&format!("reload: {}", system.name));
+    let file = system.file("upstreams.toml");
+    let pool = |algorithm: &str, addrs: &[std::net::SocketAddr]| {
+        let endpoints: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("{{ addr = \"{a}\" }}"))
+            .collect();
+        format!(
+            "[pool.bench]\nalgorithm = \"{algorithm}\"\nendpoints = [{}]\n",
+            endpoints.join(", ")
+        )
+    };
+    let edits = [
+        (0.25, pool("peak-ewma", &addrs[..2])),
+        (0.5, pool("peak-ewma", &addrs)),
+        (0.75, pool("round-robin", &addrs)),
+    ];
+    let events: Vec<(Duration, Box<dyn FnOnce() + Send>)> = edits
+        .into_iter()
+        .map(|(at, text)| {
+            let file = file.clone();
+            let event: Box<dyn FnOnce() + Send> = Box::new(move || {
+                let tmp = file.with_extension("toml.new");
+                if std::fs::write(&tmp, text).is_ok() {
+                    let _ = std::fs::rename(&tmp, &file);
+                }
+            });
+            (opts.duration.mul_f64(at), event)
+        })
+        .collect();
+    let reloads_before = system.counter("proxy_config_reloads_total{result=\"ok\"}");
+    let mut row = measure("reload", &system, rate, opts.duration, events).await;
+    row.reloads = system.counter("proxy_config_reloads_total{result=\"ok\"}") - reloads_before;
+    outcome.rows.push(row);
+    outcome
+}
+
+/// Cached vs uncached `GET /api/courses` through the real service (SecantusDB seeded with the
+/// 50 shipped courses; three instances per mode): closed-loop throughput on one instance and
+/// through our proxy, and, with a cache, how long after a write's answer every other instance
+/// serves the new data.
+pub async fn cache(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
+    let mut outcome = Outcome::default();
+    if !opts.service_bin.is_file() {
+        outcome.skipped.push(format!(
+            "cache: {} not found (cargo build --release -p course-service)",
+            opts.service_bin.display()
+        ));
+        return outcome;
+    }
+    progress("cache: starting SecantusDB and redis-server, seeding");
+    let backing = match Backing::start(&opts.service_bin) {
+        Ok(b) => b,
+        Err(e) => {
+            outcome.skipped.push(format!("cache: {e}"));
+            return outcome;
+        }
+    };
+    for mode in [
+        CacheMode::Off,
+        CacheMode::Memory,
+        CacheMode::Redis,
+        CacheMode::RedisOnly,
+    ] {
+        if mode.uses_redis() && backing.redis_url.is_none() {
+            outcome.skipped.push(format!(
+                "cache: {} (redis-server not installed)",
+                mode.label()
+            ));
+            continue;
+        }
+        let instances = match service::instances(&opts.service_bin, &backing, mode, 3).await {
+            Ok(i) => i,
+            Err(e) => {
+                outcome
+                    .skipped
+                    .push(format!("cache: {}: {e}", mode.label()));
+                continue;
+            }
+        };
+        progress(&format!("cache: {}", mode.label()));
+        let one = &instances[0];
+        let url = format!("{}api/courses", one.url);
+        let row = measure_max(
+            "cache-one-instance",
+            mode.label(),
+            &url,
+            Some(one),
+            MAX_CONNECTIONS,
+            opts.duration,
+        )
+        .await;
+        outcome.rows.push(row);
+        let proxy = match systems::ours(
+            &opts.proxy_bin,
+            &service::addrs(&instances),
+            "least-connections",
+            Tuning::Balance,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                outcome.skipped.push(format!("cache: proxy: {e}"));
+                continue;
+            }
+        };
+        let url = format!("{}api/courses", proxy.url);
+        // CPU is left out: it is spread over the proxy and three instances.
+        let row = measure_max(
+            "cache-via-proxy",
+            mode.label(),
+            &url,
+            None,
+            MAX_CONNECTIONS,
+            opts.duration,
+        )
+        .await;
+        outcome.rows.push(row);
+        if mode != CacheMode::Off {
+            match freshness(&instances, mode.label(), opts.duration).await {
+                Ok(row) => outcome.rows.push(row),
+                Err(e) => outcome.skipped.push(format!("cache-freshness: {e}")),
+            }
+        }
+    }
+    outcome
+}
+
+/// Writes through the first instance, one after another for `duration` (at most 2000), each
+/// followed by polling every other instance until it serves the new price: the time from the
+/// write's answer until all of them do.
+async fn freshness(instances: &[System], label: &str, duration: Duration) -> Result<Row, String> {
+    const GIVE_UP: Duration = Duration::from_secs(5);
+    let http = Http::new();
+    let (_, _, body) = http
+        .get(&format!("{}api/courses?per_page=1", instances[0].url))
+        .await?;
+    let listing: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let id = listing["items"][0]["id"]
+        .as_str()
+        .ok_or("the seeded catalogue is empty")?
+        .to_string();
+    let item = |s: &System| format!("{}api/courses/{id}", s.url);
+    let mut hist = histogram();
+    let (mut sent, mut failed) = (0u64, 0u64);
+    let start = tokio::time::Instant::now();
+    let mut shown = start;
+    while start.elapsed() < duration && sent < 2000 {
+        if shown.elapsed() >= Duration::from_millis(500) {
+            eprint!("\r  cache-freshness: {label}: {sent} writes   ");
+            shown = tokio::time::Instant::now();
+        }
+        // Every reader has the current version cached before the write.
+        for s in &instances[1..] {
+            http.get(&item(s)).await?;
+        }
+        sent += 1;
+        let price = 100 + sent;
+        let (status, _) = http
+            .patch(&item(&instances[0]), format!("{{\"price_cents\":{price}}}"))
+            .await?;
+        let written = tokio::time::Instant::now();
+        if status != 200 {
+            failed += 1;
+            continue;
+        }
+        let needle = format!("\"price_cents\":{price}");
+        let mut seen_everywhere = true;
+        for s in &instances[1..] {
+            loop {
+                let (_, _, body) = http.get(&item(s)).await?;
+                if String::from_utf8_lossy(&body).contains(&needle) {
+                    break;
+                }
+                if written.elapsed() > GIVE_UP {
+                    seen_everywhere = false;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(250)).await;
+            }
+        }
+        if seen_everywhere {
+            let _ = hist.record((written.elapsed().as_micros() as u64).max(1));
+        } else {
+            failed += 1;
+        }
+    }
+    eprint!("\r\x1b[K");
+    Ok(Row {
+        scenario: "cache-freshness".into(),
+        system: label.into(),
+        stats: Stats::from_histogram(&hist, sent, failed, start.elapsed(), Vec::new()),
+        ..Row::default()
+    })
 }

@@ -58,6 +58,11 @@ impl System {
 }
 
 impl System {
+    /// A file in the system's work directory (our proxy: `upstreams.toml`, `proxy.toml`).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     /// The sum of our proxy's counters whose lines start with `metric` (0 for peers).
     pub fn counter(&self, metric: &str) -> u64 {
         use std::io::{Read, Write};
@@ -112,7 +117,7 @@ pub fn on_path(cmd: &str) -> bool {
 }
 
 /// A fresh directory for one system's files, unique within the process.
-fn workdir(name: &str) -> PathBuf {
+pub fn workdir(name: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("mc-bench-{}-{n}-{name}", std::process::id()));
@@ -121,7 +126,8 @@ fn workdir(name: &str) -> PathBuf {
     dir
 }
 
-fn spawn(name: String, mut cmd: Command, port: u16, dir: PathBuf) -> Result<System, String> {
+/// Starts `cmd` as a system under test and waits (60 s at most) until `port` accepts.
+pub fn spawn(name: String, mut cmd: Command, port: u16, dir: PathBuf) -> Result<System, String> {
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -139,7 +145,7 @@ fn spawn(name: String, mut cmd: Command, port: u16, dir: PathBuf) -> Result<Syst
         dir,
     };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(system.dir.join("stderr.log")).unwrap_or_default();

@@ -7,18 +7,18 @@ use std::time::Duration;
 
 use bench::scenarios::{self, Failure, Options};
 
-/// Our proxy's debug binary, built if this test runs on its own.
-fn proxy_bin() -> PathBuf {
+/// A debug binary of the workspace, built if this test runs on its own.
+fn debug_bin(package: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target/debug/proxy");
+    let bin = root.join("target/debug").join(package);
     if !bin.is_file() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "proxy"])
+            .args(["build", "-q", "-p", package])
             .current_dir(&root)
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "cannot build the proxy");
+        assert!(status.success(), "cannot build {package}");
     }
     bin
 }
@@ -26,28 +26,33 @@ fn proxy_bin() -> PathBuf {
 fn options() -> Options {
     Options {
         duration: Duration::from_secs(1),
-        proxy_bin: proxy_bin(),
+        proxy_bin: debug_bin("proxy"),
         rate_scale: 0.1,
+        service_bin: debug_bin("course-service"),
     }
+}
+
+/// The rows of our proxy in `outcome`.
+fn ours(outcome: &scenarios::Outcome) -> Vec<&scenarios::Row> {
+    outcome
+        .rows
+        .iter()
+        .filter(|r| r.system.starts_with("ours"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_runs_and_reports_every_algorithm() {
     let outcome = scenarios::slow_upstream(&options(), &|_| {}).await;
-    let ours: Vec<_> = outcome
-        .rows
-        .iter()
-        .filter(|r| r.system.starts_with("ours"))
-        .collect();
-    assert_eq!(ours.len(), 3, "{:?}", outcome.skipped);
-    for row in ours {
+    assert_eq!(ours(&outcome).len(), 3, "{:?}", outcome.skipped);
+    for row in ours(&outcome) {
         assert_eq!(row.stats.sent, 150, "{}", row.system);
         assert_eq!(row.stats.failed, 0, "{}", row.system);
         assert!(row.stats.p50_ms > 0.0 && row.stats.max_ms >= row.stats.p99_ms);
     }
     let table = bench::report::markdown(&outcome);
     assert!(
-        table.contains("| slow-upstream | ours (peak-ewma) | 150 | 150 | 0 |"),
+        table.contains("| slow-upstream | ours (peak-ewma) | 150/s | 150 | 0 |"),
         "{table}"
     );
 }
@@ -56,13 +61,13 @@ async fn slow_upstream_runs_and_reports_every_algorithm() {
 async fn failover_scenarios_run_with_their_failures() {
     for failure in [Failure::Kill, Failure::Hang] {
         let outcome = scenarios::failover(&options(), failure, &|_| {}).await;
-        let ours: Vec<_> = outcome
-            .rows
-            .iter()
-            .filter(|r| r.system.starts_with("ours"))
-            .collect();
-        assert_eq!(ours.len(), 3, "{failure:?}: {:?}", outcome.skipped);
-        for row in ours {
+        assert_eq!(
+            ours(&outcome).len(),
+            3,
+            "{failure:?}: {:?}",
+            outcome.skipped
+        );
+        for row in ours(&outcome) {
             assert_eq!(row.stats.sent, 200, "{failure:?} {}", row.system);
             assert_eq!(row.stats.ok + row.stats.failed, 200);
         }
@@ -72,6 +77,82 @@ async fn failover_scenarios_run_with_their_failures() {
             serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap())
                 .unwrap();
         assert!(json["rows"].as_array().unwrap().len() >= 3);
+        let plot = std::fs::read_to_string(
+            dir.join(format!("{}-throughput.svg", outcome.rows[0].scenario)),
+        )
+        .expect("a throughput plot");
+        assert!(
+            plot.contains("<svg") && plot.contains("ours (peak-ewma)"),
+            "{plot}"
+        );
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overhead_measures_direct_and_each_proxy_both_ways() {
+    let outcome = scenarios::overhead(&options(), &|_| {}).await;
+    let direct: Vec<_> = outcome
+        .rows
+        .iter()
+        .filter(|r| r.system.starts_with("direct"))
+        .collect();
+    assert_eq!(direct.len(), 2, "{:?}", outcome.skipped);
+    assert_eq!(ours(&outcome).len(), 4, "{:?}", outcome.skipped);
+    for row in &outcome.rows {
+        assert_eq!(row.stats.failed, 0, "{} {}", row.scenario, row.system);
+        if row.scenario == "overhead-max" {
+            assert!(row.connections > 0 && row.stats.ok > 0, "{row:?}");
+        } else {
+            assert_eq!(row.stats.sent, 500, "{row:?}");
+        }
+    }
+    let table = bench::report::markdown(&outcome);
+    assert!(
+        table.contains("| overhead-max | ours (least-connections) | closed, 64 conns |"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_edits_the_file_three_times_under_load() {
+    let outcome = scenarios::reload(&options(), &|_| {}).await;
+    let rows = ours(&outcome);
+    assert_eq!(rows.len(), 1, "{:?}", outcome.skipped);
+    assert_eq!(rows[0].stats.sent, 200);
+    assert_eq!(rows[0].stats.failed, 0);
+    // Each edit is applied ~0.1 s after its save; under a loaded CI machine the last may land
+    // after the run's final count.
+    assert!(rows[0].reloads >= 2, "{:?}", rows[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_runs_the_real_service_in_every_mode() {
+    let outcome = scenarios::cache(&options(), &|_| {}).await;
+    let row = |scenario: &str, system: &str| {
+        outcome
+            .rows
+            .iter()
+            .find(|r| r.scenario == scenario && r.system == system)
+            .unwrap_or_else(|| panic!("no {scenario} / {system}: {:?}", outcome.skipped))
+    };
+    for mode in [
+        "no cache",
+        "memory cache",
+        "redis cache",
+        "redis cache, no local tier",
+    ] {
+        for scenario in ["cache-one-instance", "cache-via-proxy"] {
+            let r = row(scenario, mode);
+            assert!(r.stats.ok > 0 && r.stats.failed == 0, "{r:?}");
+        }
+    }
+    for mode in ["memory cache", "redis cache", "redis cache, no local tier"] {
+        let r = row("cache-freshness", mode);
+        assert!(r.stats.sent > 0, "{r:?}");
+        assert_eq!(
+            r.stats.failed, 0,
+            "every write became visible everywhere: {r:?}"
+        );
     }
 }

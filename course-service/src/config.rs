@@ -45,6 +45,8 @@ pub struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSection {
+    /// `false` sends every read to the database (a baseline, or a debugging switch).
+    pub enabled: bool,
     /// `memory` or `redis`; unset: `redis` when a Redis URL is given, else `memory`.
     pub backend: Option<BackendName>,
     /// The Redis server (`REDIS_URL` overrides it).
@@ -66,6 +68,7 @@ pub struct CacheSection {
 impl Default for CacheSection {
     fn default() -> Self {
         CacheSection {
+            enabled: true,
             backend: None,
             redis_url: None,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
@@ -341,6 +344,7 @@ fn cache_settings(
         }
     };
     Ok(CacheSettings {
+        enabled: c.enabled,
         backend,
         ttl: positive("cache.ttl", c.ttl)?,
         max_entries: c.max_entries,

@@ -126,11 +126,17 @@ async fn with_redis_concurrent_misses_run_one_query_and_other_instances_share_th
     );
     assert_eq!(titles(&res.json().await.unwrap()), ["Course number 1"]);
     assert_eq!(db_finds(&b).await, 0, "B never queried the database");
+    // Without the in-process tier every read is answered by Redis itself.
+    for _ in 0..5 {
+        assert_eq!(b.get(path).await.headers()["x-cache"], "HIT");
+    }
     let metrics = b.get("/metrics").await.text().await.unwrap();
-    assert!(
-        metrics.contains("course_service_cache_events_total{backend=\"redis\",event=\"miss\"} 0"),
-        "{metrics}"
-    );
+    for (event, n) in [("miss", 0), ("local_hit", 0)] {
+        let line = format!(
+            "course_service_cache_events_total{{backend=\"redis\",event=\"{event}\"}} {n}\n"
+        );
+        assert!(metrics.contains(&line), "{line}{metrics}");
+    }
 }
 
 /// 20 concurrent reads of `path` on a cold cache: all 200, one database query.
@@ -150,6 +156,19 @@ async fn twenty_misses_one_query(app: &TestApp, path: &str) {
         1,
         "one query for 20 misses"
     );
+}
+
+#[tokio::test]
+async fn with_the_cache_disabled_every_read_goes_to_the_database() {
+    let app = TestApp::builder().without_cache().spawn().await;
+    app.create(course(1)).await;
+    let before = db_finds(&app).await;
+    for _ in 0..3 {
+        let res = app.get("/api/courses").await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-cache"], "BYPASS");
+    }
+    assert_eq!(db_finds(&app).await - before, 3);
 }
 
 async fn db_finds(app: &TestApp) -> u64 {

@@ -4,7 +4,7 @@
 //! request path, phase by phase). [`balance`] is the load-balancing library, independent of
 //! hyper; [`topology`] turns `upstreams.toml` into pools and routes swapped through `ArcSwap`;
 //! [`config`] parses and validates both files; [`headers`] holds the forwarding header rules;
-//! [`body`] the streaming body types; [`admin`] and [`metrics`] the operator's view; [`tls`]
+//! [`body`] the streaming body types; [`conn`] the request-head deadline (408); [`admin`] and [`metrics`] the operator's view; [`tls`]
 //! the rustls set-up.
 
 pub mod admin;
@@ -12,6 +12,7 @@ pub mod balance;
 pub mod body;
 pub mod checker;
 pub mod config;
+pub mod conn;
 pub mod forward;
 pub mod headers;
 pub mod metrics;

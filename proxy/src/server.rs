@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin;
 use crate::checker::HealthChecker;
 use crate::config::{ProxyConfig, UpstreamsConfig};
+use crate::conn;
 use crate::forward::{upstream_client, Proxy, UpstreamClient};
 use crate::headers;
 use crate::metrics::{ActiveConnection, Metrics};
@@ -41,6 +42,8 @@ use crate::topology::Topology;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// hyper's own header-read timeout fires this much after ours, should ours ever not.
+const HEAD_DEADLINE_BACKSTOP: Duration = Duration::from_secs(1);
 
 /// Which listener a connection came in on (a metric label).
 #[derive(Debug, Clone, Copy)]
@@ -204,13 +207,28 @@ fn bind(addr: SocketAddr, field: &str) -> Result<std::net::TcpListener, String> 
     Ok(listener)
 }
 
+/// Whether `err` came from [`conn::HeadDeadline`] giving up on a request head.
+fn timed_out(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// HTTP/1.1 and HTTP/2 with the limits of `[limits]` and `[timeouts]`.
 fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.timeouts.header_read)
+        // `conn::HeadDeadline` keeps this deadline (and answers 408); hyper's is the backstop.
+        .header_read_timeout(config.timeouts.header_read + HEAD_DEADLINE_BACKSTOP)
         // hyper answers 431 when a request head does not fit.
         .max_buf_size(config.limits.max_header_bytes)
         .keep_alive(true);
@@ -324,15 +342,26 @@ async fn serve_connection(
 ) {
     let metrics = &shared.proxy.metrics;
     let proxy = shared.proxy.clone();
+    let requests = Arc::new(conn::Requests::default());
+    let head_timeout = shared.proxy.timeouts().header_read;
+    let tracker = requests.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let (proxy, upstream) = (proxy.clone(), upstream.clone());
-        async move { Ok::<_, Infallible>(proxy.handle(&upstream, req, client).await) }
+        let (proxy, upstream, requests) = (proxy.clone(), upstream.clone(), tracker.clone());
+        requests.start();
+        async move {
+            let res = proxy.handle(&upstream, req, client).await;
+            if res.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                requests.upgrade();
+            }
+            Ok::<_, Infallible>(res.map(|body| conn::Tracked::new(body, requests)))
+        }
     });
     let result = match tls {
         None => {
+            let io = conn::HeadDeadline::new(stream, requests, head_timeout, false);
             let conn = shared
                 .builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                .serve_connection_with_upgrades(TokioIo::new(io), service);
             watcher.watch(conn.into_owned()).await
         }
         Some(acceptor) => {
@@ -353,15 +382,17 @@ async fn serve_connection(
                     return;
                 }
             };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = conn::HeadDeadline::new(stream, requests, head_timeout, h2);
             let conn = shared
                 .builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                .serve_connection_with_upgrades(TokioIo::new(io), service);
             watcher.watch(conn.into_owned()).await
         }
     };
     if let Err(e) = result {
         let kind = match e.downcast_ref::<hyper::Error>() {
-            Some(h) if h.is_timeout() => "header_timeout",
+            Some(h) if h.is_timeout() || timed_out(h) => "header_timeout",
             Some(h) if h.is_parse() || h.is_parse_too_large() => "bad_request",
             _ => "other",
         };

@@ -319,7 +319,7 @@ async fn a_refused_upstream_is_502_and_a_hung_one_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_too_slow_to_send_headers_is_disconnected() {
+async fn a_client_too_slow_with_its_headers_gets_408_and_an_idle_one_is_closed() {
     let up = Upstream::start("a").await;
     let p = proxy()
         .upstream(&up)
@@ -330,13 +330,29 @@ async fn a_client_too_slow_to_send_headers_is_disconnected() {
     raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     raw.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").unwrap();
     let mut buf = Vec::new();
-    // The proxy closes the connection: read returns (EOF) well before our own timeout.
-    let n = raw
-        .read_to_end(&mut buf)
+    // The proxy answers and closes: read returns (EOF) well before our own timeout.
+    raw.read_to_end(&mut buf)
         .expect("closed by the proxy, not timed out here");
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("connection: close"), "{answer}");
     assert_eq!(up.hits(), 0);
-    let _ = n;
-    // Counted as the connection task ends, just after the socket closes.
+
+    // A keep-alive connection idle after its request is closed without a word.
+    let mut raw = TcpStream::connect(p.http).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    raw.read_to_end(&mut buf).expect("closed by the proxy");
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+
+    // The half-sent head is counted as the connection task ends, just after the socket
+    // closes; the idle close is not an error.
     support::eventually(
         "the header timeout to be counted",
         Duration::from_secs(5),
@@ -347,6 +363,27 @@ async fn a_client_too_slow_to_send_headers_is_disconnected() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_body_is_not_a_header_timeout() {
+    let up = Upstream::start("a").await;
+    let p = proxy()
+        .upstream(&up)
+        .proxy_toml("[timeouts]\nheader_read = \"200ms\"")
+        .start()
+        .await;
+    let mut raw = TcpStream::connect(p.http).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(b"POST /sink HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nab")
+        .unwrap();
+    // The body trickles in for longer than header_read (the sink answers only once it has
+    // the whole body): that is the body's business.
+    std::thread::sleep(Duration::from_millis(600));
+    raw.write_all(b"cd").unwrap();
+    let mut buf = [0u8; 12];
+    raw.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&buf));
 }
 
 // ===== admin =====

@@ -112,6 +112,8 @@ impl Backend {
 /// `[cache]` settings.
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
+    /// Off: every read goes to the database (answers say `X-Cache: BYPASS`).
+    pub enabled: bool,
     pub backend: Backend,
     /// Safety net if an invalidation is lost.
     pub ttl: Duration,
@@ -126,6 +128,7 @@ pub struct CatalogCache {
 }
 
 struct Inner {
+    enabled: bool,
     /// The memory backend's entries, or the in-process tier in front of Redis.
     entries: moka::future::Cache<String, Arc<Cached>>,
     redis: Option<RedisTier>,
@@ -165,6 +168,7 @@ impl CatalogCache {
         };
         Ok(CatalogCache {
             inner: Arc::new(Inner {
+                enabled: settings.enabled,
                 entries: moka::future::Cache::builder()
                     .max_capacity(entries)
                     .time_to_live(settings.ttl)
@@ -317,7 +321,9 @@ impl CatalogCache {
     /// memory backend, the Redis subscription for the Redis one). While the follower is down
     /// the cache is bypassed; it is re-established with back-off.
     pub async fn follow_changes(self, store: CourseStore) {
-        if self.inner.redis.is_some() {
+        if !self.inner.enabled {
+            tracing::info!("catalogue cache disabled ([cache] enabled = false)");
+        } else if self.inner.redis.is_some() {
             self.follow_redis().await
         } else {
             self.follow_change_stream(store).await

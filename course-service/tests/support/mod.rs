@@ -252,6 +252,7 @@ pub struct AppBuilder {
     server_selection_timeout: Option<Duration>,
     redis_url: Option<String>,
     local_entries: Option<u64>,
+    cache_enabled: bool,
 }
 
 /// A course-service running in-process on a free port, against its own database.
@@ -272,6 +273,7 @@ impl TestApp {
             server_selection_timeout: None,
             redis_url: None,
             local_entries: None,
+            cache_enabled: true,
         }
     }
 
@@ -361,6 +363,12 @@ impl AppBuilder {
         self
     }
 
+    /// `[cache] enabled = false`.
+    pub fn without_cache(mut self) -> Self {
+        self.cache_enabled = false;
+        self
+    }
+
     /// Entries of the in-process tier in front of Redis (0: every read goes to Redis).
     pub fn local_entries(mut self, n: u64) -> Self {
         self.local_entries = Some(n);
@@ -391,6 +399,7 @@ impl AppBuilder {
         if let Some(n) = self.local_entries {
             file.cache.local_max_entries = n;
         }
+        file.cache.enabled = self.cache_enabled;
         Config::resolve(
             file,
             std::path::Path::new("<test>"),

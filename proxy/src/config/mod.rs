@@ -118,8 +118,8 @@ impl Default for RawLimits {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
-    /// Time a client has to send a request's headers (slowloris); also the keep-alive wait
-    /// for the next request on an HTTP/1 connection.
+    /// Time a client has to send a request's headers (slowloris: 408 and close); also the
+    /// keep-alive wait for the next request on an HTTP/1 connection (then a silent close).
     #[serde(with = "humantime_serde")]
     pub header_read: Duration,
     /// TCP connect to an upstream.
