@@ -323,4 +323,19 @@ mod tests {
         let q = ListQuery::parse("page=3&per_page=7").unwrap();
         assert_eq!(q.skip(), 14);
     }
+
+    // The property of `fuzz/fuzz_targets/list_query.rs`, on stable in every test run.
+    proptest::proptest! {
+        #[test]
+        fn an_accepted_query_has_a_stable_canonical_form(
+            raw in "((q|tag|level|sort|page|per_page|x)=([a-z0-9%+-]|title|price|-created_at|beginner){0,6}&?){0,6}",
+        ) {
+            if let Ok(query) = ListQuery::parse(&raw) {
+                let canonical = query.canonical();
+                let again = ListQuery::parse(&canonical);
+                proptest::prop_assert!(again.is_ok(), "{} -> {}", raw, canonical);
+                proptest::prop_assert_eq!(again.unwrap().canonical(), canonical);
+            }
+        }
+    }
 }

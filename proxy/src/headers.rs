@@ -352,4 +352,36 @@ mod tests {
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(id, request_id(&mut rng));
     }
+
+    // The property of `fuzz/fuzz_targets/forward_headers.rs`, on stable in every test run.
+    proptest::proptest! {
+        #[test]
+        fn any_head_loses_its_hop_by_hop_headers_and_names_the_client(
+            pairs in proptest::collection::vec(
+                ("(?i)(connection|keep-alive|te|upgrade|x-forwarded-for|forwarded|via|x-request-id|[a-z-]{1,12})",
+                 "[ -~]{0,40}"),
+                0..12,
+            ),
+            host in proptest::option::of("[ -~]{0,40}"),
+            trusted: bool,
+            tls: bool,
+        ) {
+            let mut h = HeaderMap::new();
+            for (k, v) in &pairs {
+                if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                    h.append(k, v);
+                }
+            }
+            let peer = client("192.0.2.7", trusted, tls);
+            let mut response = h.clone();
+            prepare_request(&mut h, &peer, host.as_deref(), "1.1", || "id".into());
+            for hop in ["connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding"] {
+                proptest::prop_assert!(!h.contains_key(hop), "{} forwarded", hop);
+            }
+            proptest::prop_assert!(get(&h, "x-forwarded-for").unwrap().ends_with("192.0.2.7"));
+            proptest::prop_assert!(h.contains_key("forwarded") && h.contains_key("x-request-id"));
+            prepare_response(&mut response, "1.1");
+            proptest::prop_assert!(!response.contains_key("connection") && !response.contains_key("keep-alive"));
+        }
+    }
 }

@@ -155,3 +155,25 @@ fn defaults_are_safe() {
     assert_eq!(p.timeouts.per_try, DEFAULT_PER_TRY);
     assert_eq!(p.forwarding.trusted_proxies.len(), 2);
 }
+
+// The property of `fuzz/fuzz_targets/proxy_config.rs`, on stable in every test run: arbitrary
+// text is a config or errors naming the file, never a panic.
+proptest::proptest! {
+    #[test]
+    fn arbitrary_text_is_a_config_or_errors_naming_the_file(
+        text in "(\\[|\\]|pool|route|\\.|=|\"|[a-z_]{1,10}|[0-9.:]{1,12}|\\{|\\}|,| |\n){0,60}",
+    ) {
+        for errors in [
+            ProxyConfig::parse(Path::new("proxy.toml"), &text).err(),
+            UpstreamsConfig::parse(Path::new("upstreams.toml"), &text).err(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            proptest::prop_assert!(!errors.is_empty());
+            for e in errors {
+                proptest::prop_assert!(e.to_string().contains(".toml"), "{}", e);
+            }
+        }
+    }
+}
