@@ -8,7 +8,8 @@
 //! 5. `send`: forward over the pooled keep-alive client under the per-try timeout; the
 //!    endpoint's [`InFlight`] handle records the outcome (RTT, or a penalty on failure).
 //! 6. `response_filter`: rewrite the response head and stream the body back, the in-flight
-//!    handle riding along until the body ends.
+//!    handle riding along until the body ends; or, when the upstream accepted an HTTP/1.1
+//!    `Upgrade` (WebSocket), `tunnel`: a 101 to the client and the bytes copied both ways.
 //!
 //! No lock is held across an `.await`, and nothing here blocks.
 
@@ -22,7 +23,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::time::Instant;
 
@@ -101,6 +102,8 @@ impl Proxy {
         let topology = self.topology.load_full();
         let version = via_version(req.version());
         let mut rng = fastrand::Rng::new();
+        let mut req = req;
+        let upgrade = Upgrade::requested(&mut req);
 
         if let Err(e) = self.request_filter(&req) {
             return self.local(e, version);
@@ -113,7 +116,12 @@ impl Proxy {
             .forward(upstream, &pool, req, &client, &mut rng, started)
             .await
         {
-            Ok((res, in_flight)) => response_filter(res, in_flight, version),
+            Ok((res, in_flight)) => match upgrade {
+                Some(up) if res.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    tunnel(res, in_flight, up, version)
+                }
+                _ => response_filter(res, in_flight, version),
+            },
             Err(e) => self.local(e, version),
         };
         pool.duration.observe(started.elapsed().as_secs_f64());
@@ -146,6 +154,7 @@ impl Proxy {
         started: Instant,
     ) -> Result<(Response<Incoming>, InFlight), LocalError> {
         let (mut head, body) = req.into_parts();
+        let upgrade = upgrade_protocol(head.version, &head.headers);
         let authority = authority(&head).map(str::to_owned);
         if head.version == Version::HTTP_2 && !head.headers.contains_key(header::HOST) {
             // HTTP/1.1 upstreams need Host; HTTP/2 clients send :authority instead.
@@ -163,6 +172,12 @@ impl Proxy {
             via_version(head.version),
             || headers::request_id(rng),
         );
+        if let Some(protocol) = upgrade {
+            // Hop-by-hop, but this hop is the one asked to switch protocols.
+            head.headers.insert(header::UPGRADE, protocol);
+            head.headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         let attempts = pool.config.retry.attempts.max(1);
         // Only a request whose whole body is known to be empty can be sent again.
         let replayable = attempts > 1 && is_idempotent(&head.method) && body.is_end_stream();
@@ -368,6 +383,71 @@ fn response_filter(
     let (mut parts, body) = res.into_parts();
     headers::prepare_response(&mut parts.headers, version);
     Response::from_parts(parts, ResponseBody::upstream(body, in_flight))
+}
+
+/// A client's request to switch protocols (`Connection: upgrade` and `Upgrade: …` on
+/// HTTP/1.1), and the handle to its connection once it switches.
+struct Upgrade {
+    protocol: HeaderValue,
+    client: hyper::upgrade::OnUpgrade,
+}
+
+impl Upgrade {
+    fn requested(req: &mut Request<Incoming>) -> Option<Upgrade> {
+        let protocol = upgrade_protocol(req.version(), req.headers())?;
+        Some(Upgrade {
+            protocol,
+            client: hyper::upgrade::on(req),
+        })
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to, if it asks.
+fn upgrade_protocol(version: Version, headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let asked = version == Version::HTTP_11
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asked
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// The upstream switched protocols: answer the client's 101 the same way, then copy bytes
+/// both ways until either side closes. The tunnel counts as in flight on its endpoint for as
+/// long as it is open (its RTT sample was the handshake's).
+fn tunnel(
+    mut res: Response<Incoming>,
+    in_flight: InFlight,
+    upgrade: Upgrade,
+    version: &'static str,
+) -> Response<ResponseBody> {
+    let upstream_side = hyper::upgrade::on(&mut res);
+    let (mut parts, _empty) = res.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    headers::prepare_response(&mut parts.headers, version);
+    parts
+        .headers
+        .insert(header::UPGRADE, protocol.unwrap_or(upgrade.protocol));
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        match tokio::try_join!(upgrade.client, upstream_side) {
+            Ok((client, upstream)) => {
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "protocol switch failed"),
+        }
+    });
+    Response::from_parts(parts, ResponseBody::local(bytes::Bytes::new()))
 }
 
 /// An error and its causes on one line: "client error (Connect): tcp connect error: Connection

@@ -47,10 +47,14 @@ impl Pool {
 
     /// Picks an endpoint among the available ones, avoiding those in `exclude` (endpoints
     /// already tried). With none available, the pool panics: it routes across all endpoints
-    /// rather than fail every request (Envoy's panic mode).
+    /// rather than fail every request (Envoy's panic mode); unless `ejection.panic` is off,
+    /// and then there is no endpoint (the caller answers 503).
     pub fn pick(&self, rng: &mut fastrand::Rng, now: Instant, exclude: &[usize]) -> Option<usize> {
         let available = self.available.load();
         let candidates: &[usize] = if available.is_empty() {
+            if !self.config.ejection.panic {
+                return None;
+            }
             self.metrics.pool_panic(self.name());
             &self.all
         } else {
@@ -75,7 +79,7 @@ impl Pool {
 
     /// Whether no endpoint is available (requests are spread over all of them).
     pub fn in_panic(&self) -> bool {
-        self.available.load().is_empty()
+        self.config.ejection.panic && self.available.load().is_empty()
     }
 
     /// Records a request's outcome on endpoint `i`: resets or counts its failures and ejects

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{eventually, proxy, resilient_pool_toml, BackgroundLoad, Upstream};
+use support::{eventually, http_client, proxy, resilient_pool_toml, BackgroundLoad, Upstream};
 
 fn failed(results: &[(u16, String)]) -> Vec<&(u16, String)> {
     results.iter().filter(|(s, _)| *s != 200).collect()
@@ -183,6 +183,40 @@ async fn an_upstream_failing_everything_is_ejected_and_all_failing_means_panic()
     // The ejection of c is logged with its reason in the admin view.
     let view = p.endpoint_view(c.addr).await;
     assert!(view["times_ejected"].as_u64().unwrap() >= 1, "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_panic_mode_no_endpoint_left_means_503_with_retry_after() {
+    let a = Upstream::builder("a").status(503).start().await;
+    let toml = resilient_pool_toml("least-connections", &[a.addr]).replace(
+        "max_ejected_percent = 50",
+        "max_ejected_percent = 100\npanic = false",
+    );
+    let p = proxy().upstreams_toml(&toml).start().await;
+    let client = http_client();
+    // The upstream's own 503s get it ejected (health checks see them too).
+    eventually("a to be ejected", Duration::from_secs(10), || async {
+        p.endpoint_view(a.addr).await["state"] != "healthy"
+    })
+    .await;
+    let hits = a.hits();
+    let res = client.get(p.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("no upstream available"),
+        "the proxy's 503, not a's: {body}"
+    );
+    assert_eq!(a.hits(), hits, "nothing was sent to the ejected endpoint");
+    assert_eq!(
+        p.admin_json("/admin/upstreams").await["pools"][0]["panic"],
+        false
+    );
+    assert!(p
+        .metrics()
+        .await
+        .contains("proxy_local_responses_total{reason=\"no_endpoint\"} 1"));
 }
 
 /// A real upstream process: Python's `http.server`, which answers `GET /` with a directory

@@ -386,6 +386,44 @@ async fn a_slow_request_body_is_not_a_header_timeout() {
     assert_eq!(&buf, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&buf));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_switches_protocols_end_to_end_and_outlives_the_header_timeout() {
+    let up = Upstream::start("a").await;
+    let p = proxy()
+        .upstream(&up)
+        .proxy_toml("[timeouts]\nheader_read = \"300ms\"")
+        .start()
+        .await;
+    let mut raw = TcpStream::connect(p.http).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(
+        b"GET /upgrade HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: echo\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        raw.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("upgrade: echo") && head.contains("connection: upgrade"),
+        "{head}"
+    );
+    // Now a byte stream, echoed by the upstream through the proxy.
+    let mut echo = [0u8; 5];
+    raw.write_all(b"hello").unwrap();
+    raw.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"hello");
+    // Quiet for longer than header_read: a tunnel is not a request head being awaited.
+    std::thread::sleep(Duration::from_millis(600));
+    raw.write_all(b"again").unwrap();
+    raw.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"again");
+}
+
 // ===== admin =====
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

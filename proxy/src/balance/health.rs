@@ -221,6 +221,7 @@ mod tests {
             base_time: Duration::from_secs(10),
             max_time: Duration::from_secs(25),
             max_ejected_percent: 50,
+            ..EjectionConfig::default()
         }
     }
 

@@ -388,6 +388,9 @@ pub struct EjectionConfig {
     #[serde(with = "humantime_serde")]
     pub max_time: Duration,
     pub max_ejected_percent: u32,
+    /// With every endpoint out: route across all of them anyway (Envoy's panic mode, the
+    /// default), or answer 503 with `Retry-After` (HAProxy's way).
+    pub panic: bool,
 }
 
 impl Default for EjectionConfig {
@@ -397,6 +400,7 @@ impl Default for EjectionConfig {
             base_time: Duration::from_secs(10),
             max_time: Duration::from_secs(300),
             max_ejected_percent: 50,
+            panic: true,
         }
     }
 }

@@ -171,7 +171,7 @@ impl UpstreamBuilder {
                         async move { Ok::<_, Infallible>(respond(&name, &b, &c, req).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
                 });
                 while connections.try_join_next().is_some() {}
@@ -196,14 +196,16 @@ struct Counters {
     probes: Arc<AtomicUsize>,
 }
 
-/// `GET /healthz`: like `/`, counted as a probe. `GET /echo`: the request head as JSON. `POST /sink`: counts the body, answers the count.
+/// `GET /healthz`: like `/`, counted as a probe. `GET /echo`: the request head as JSON.
+/// `POST /sink`: counts the body, answers the count. `GET /upgrade` with `Upgrade: echo`:
+/// switches protocols, then echoes every byte back.
 /// `GET /source?bytes=N`: streams N bytes. Anything else: after the latency, the status with
 /// the upstream's name as body.
 async fn respond(
     name: &str,
     b: &Behaviour,
     counters: &Counters,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<UpBody> {
     // Health probes see the same behaviour (hang, status) but are counted apart.
     if req.uri().path() == "/healthz" {
@@ -235,6 +237,28 @@ async fn respond(
                 "headers": headers,
             });
             full(200, body.to_string())
+        }
+        "/upgrade" if req.headers().get("upgrade").is_some_and(|v| v == "echo") => {
+            let switched = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(io) = switched.await else { return };
+                let mut io = TokioIo::new(io);
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = io.read(&mut buf).await {
+                    if io.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut res = full(101, String::new());
+            res.headers_mut()
+                .insert("upgrade", hyper::header::HeaderValue::from_static("echo"));
+            res.headers_mut().insert(
+                "connection",
+                hyper::header::HeaderValue::from_static("upgrade"),
+            );
+            res
         }
         "/sink" => {
             let mut body = req.into_body();
