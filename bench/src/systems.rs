@@ -30,12 +30,24 @@ pub struct System {
 }
 
 impl Drop for System {
+    /// Stops the whole process group: nginx's workers outlive a killed master otherwise.
+    /// SIGTERM first (each system shuts down in order), SIGKILL after a grace period.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        use nix::sys::signal::{killpg, Signal};
+        let group = nix::unistd::Pid::from_raw(self.pid as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_GRACE;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = killpg(group, Signal::SIGKILL);
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// How long a stopped system gets to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 impl System {
     /// User + system CPU seconds used so far by the process and its children (nginx serves
@@ -128,7 +140,9 @@ pub fn workdir(name: &str) -> PathBuf {
 
 /// Starts `cmd` as a system under test and waits (60 s at most) until `port` accepts.
 pub fn spawn(name: String, mut cmd: Command, port: u16, dir: PathBuf) -> Result<System, String> {
+    use std::os::unix::process::CommandExt;
     let child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(
