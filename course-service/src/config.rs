@@ -60,6 +60,8 @@ pub struct CacheSection {
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     pub max_entries: u64,
+    /// Bytes of cached answers kept; the least recently used go first past it.
+    pub max_bytes: u64,
     /// How long the last good answer may be served while the database is down.
     #[serde(with = "humantime_serde")]
     pub stale_window: Duration,
@@ -75,6 +77,7 @@ impl Default for CacheSection {
             local_max_entries: DEFAULT_LOCAL_ENTRIES,
             ttl: DEFAULT_CACHE_TTL,
             max_entries: DEFAULT_CACHE_ENTRIES,
+            max_bytes: DEFAULT_CACHE_BYTES,
             stale_window: DEFAULT_STALE_WINDOW,
         }
     }
@@ -97,6 +100,10 @@ pub const DEFAULT_LOCAL_ENTRIES: u64 = 1_000;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Distinct listings and courses kept: queries beyond this are evicted least-recently-used.
 pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
+/// 64 MiB: ten thousand listings of 6 KiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// A listing of 100 courses of 5000-character descriptions is about 600 KiB.
+pub const MIN_CACHE_BYTES: u64 = 1024 * 1024;
 /// Serving a stale catalogue beats an error for a while, not forever.
 pub const DEFAULT_STALE_WINDOW: Duration = Duration::from_secs(300);
 
@@ -348,6 +355,15 @@ fn cache_settings(
         backend,
         ttl: positive("cache.ttl", c.ttl)?,
         max_entries: c.max_entries,
+        max_bytes: if c.max_bytes < MIN_CACHE_BYTES {
+            return Err(ConfigError::field(
+                origin,
+                "cache.max_bytes",
+                format!("must be at least {MIN_CACHE_BYTES} (one large listing)"),
+            ));
+        } else {
+            c.max_bytes
+        },
         stale_window: c.stale_window,
     })
 }

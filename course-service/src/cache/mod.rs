@@ -118,8 +118,28 @@ pub struct CacheSettings {
     /// Safety net if an invalidation is lost.
     pub ttl: Duration,
     pub max_entries: u64,
+    /// Bytes of cached bodies kept (per store: entries, last good answers).
+    pub max_bytes: u64,
     /// How long the last good answer may be served while the database is down.
     pub stale_window: Duration,
+}
+
+/// A moka store bounded both ways: each entry weighs its bytes, but never less than
+/// `max_bytes / max_entries`, so the byte budget also caps the count at `max_entries`.
+fn bounded(
+    max_entries: u64,
+    max_bytes: u64,
+    ttl: Duration,
+) -> moka::future::Cache<String, Arc<Cached>> {
+    let floor = (max_bytes / max_entries.max(1)).max(1);
+    moka::future::Cache::builder()
+        .max_capacity(if max_entries == 0 { 0 } else { max_bytes })
+        .weigher(move |key: &String, value: &Arc<Cached>| {
+            let size = (key.len() + value.etag.len() + value.body.len()) as u64;
+            u32::try_from(size.max(floor)).unwrap_or(u32::MAX)
+        })
+        .time_to_live(ttl)
+        .build()
 }
 
 #[derive(Clone)]
@@ -169,15 +189,13 @@ impl CatalogCache {
         Ok(CatalogCache {
             inner: Arc::new(Inner {
                 enabled: settings.enabled,
-                entries: moka::future::Cache::builder()
-                    .max_capacity(entries)
-                    .time_to_live(settings.ttl)
-                    .build(),
+                entries: bounded(entries, settings.max_bytes, settings.ttl),
                 redis,
-                last_good: moka::future::Cache::builder()
-                    .max_capacity(settings.max_entries)
-                    .time_to_live(settings.stale_window)
-                    .build(),
+                last_good: bounded(
+                    settings.max_entries,
+                    settings.max_bytes,
+                    settings.stale_window,
+                ),
                 generation: AtomicU64::new(0),
                 watching: AtomicBool::new(false),
                 hits: counter("hit"),
@@ -452,5 +470,40 @@ impl Backoff {
     async fn wait(&mut self) {
         tokio::time::sleep(self.delay).await;
         self.delay = (self.delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn filled(
+        cache: &moka::future::Cache<String, Arc<Cached>>,
+        n: usize,
+        size: usize,
+    ) -> u64 {
+        for i in 0..n {
+            let body = Bytes::from(vec![b'x'; size]);
+            cache
+                .insert(format!("k{i}"), Arc::new(Cached::hashed(body)))
+                .await;
+        }
+        cache.run_pending_tasks().await;
+        cache.entry_count()
+    }
+
+    #[tokio::test]
+    async fn stores_are_bounded_by_entries_and_by_bytes() {
+        let ttl = Duration::from_secs(60);
+        // Small entries: the count bound holds.
+        let count = filled(&bounded(10, 1000, ttl), 50, 1).await;
+        assert!((1..=10).contains(&count), "{count} entries");
+        // Large entries: the byte bound holds first.
+        let cache = bounded(10, 1000, ttl);
+        let count = filled(&cache, 5, 400).await;
+        assert!((1..=2).contains(&count), "{count} entries");
+        assert!(cache.weighted_size() <= 1000);
+        // No tier at all.
+        assert_eq!(filled(&bounded(0, 1000, ttl), 5, 1).await, 0);
     }
 }
