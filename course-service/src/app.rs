@@ -115,6 +115,22 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// One request in `http_requests_in_flight`, until dropped.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Counts and times every request by its route template (not its raw path, which would
 /// explode label cardinality), and bounds it by the request timeout.
 async fn observe(
@@ -129,6 +145,8 @@ async fn observe(
         .to_owned();
     let method = req.method().clone();
     let started = Instant::now();
+    // A guard, so a request cancelled mid-way (client gone) is no longer counted either.
+    let _in_flight = InFlight::enter(&state.metrics.http_in_flight);
     let res = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(res) => res,
         Err(_) => ApiError::Unavailable(format!("request exceeded {timeout:?}")).into_response(),

@@ -3,7 +3,7 @@
 //! instances (as in tests) never share counters.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: from a cache hit (sub-millisecond) to a request timeout.
@@ -18,12 +18,18 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `http_request_duration_seconds{method,route}`.
     pub http_duration: HistogramVec,
+    /// `http_requests_in_flight`: requests being handled (a drain waits for these).
+    pub http_in_flight: IntGauge,
     /// `db_operation_duration_seconds{op}`.
     pub db_duration: HistogramVec,
     /// `db_operation_errors_total{op,kind}`.
     pub db_errors: IntCounterVec,
-    /// `cache_events_total{backend,event}`: hit, miss, invalidation, stale, bypass.
+    /// `cache_events_total{backend,event}`: hit, local_hit, miss, invalidation, stale,
+    /// bypass, error.
     pub cache_events: IntCounterVec,
+    /// `cache_generation`: the catalogue generation entries are keyed by (instances sharing
+    /// Redis agree on it once every bump has reached them).
+    pub cache_generation: IntGauge,
 }
 
 impl Metrics {
@@ -42,6 +48,11 @@ impl Metrics {
             HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
                 .buckets(LATENCY_BUCKETS.to_vec()),
             &["method", "route"],
+        )
+        .expect("valid metric");
+        let http_in_flight = IntGauge::new(
+            "http_requests_in_flight",
+            "HTTP requests being handled right now",
         )
         .expect("valid metric");
         let db_duration = HistogramVec::new(
@@ -66,10 +77,17 @@ impl Metrics {
             &["backend", "event"],
         )
         .expect("valid metric");
+        let cache_generation = IntGauge::new(
+            "cache_generation",
+            "The catalogue generation cached entries are keyed by",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(cache_events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_generation.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
+            Box::new(http_in_flight.clone()),
             Box::new(db_duration.clone()),
             Box::new(db_errors.clone()),
         ] {
@@ -79,9 +97,11 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            http_in_flight,
             db_duration,
             db_errors,
             cache_events,
+            cache_generation,
         }
     }
 

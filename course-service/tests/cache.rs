@@ -54,6 +54,24 @@ async fn write_is_seen_everywhere(backend: &str, apps: &[TestApp]) {
     for app in apps {
         app.wait_cache_ready().await;
     }
+    if backend == "redis" {
+        // Each follower bumped the shared generation as it connected; wait until every
+        // instance has heard every bump, so the HITs below are not racing one.
+        wait_until_async(
+            "one generation everywhere",
+            Duration::from_secs(5),
+            || async {
+                let first = generation(&apps[0]).await;
+                for app in &apps[1..] {
+                    if generation(app).await != first {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
     for b in others {
         b.get_json("/api/courses").await;
         assert_eq!(b.get("/api/courses").await.headers()["x-cache"], "HIT");
@@ -99,6 +117,8 @@ async fn write_is_seen_everywhere(backend: &str, apps: &[TestApp]) {
 #[tokio::test]
 async fn concurrent_misses_for_one_listing_run_one_query() {
     let app = TestApp::spawn().await;
+    app.create(course(1)).await;
+    app.wait_cache_ready().await;
     twenty_misses_one_query(&app, "/api/courses?tag=testing&sort=title").await;
 }
 
@@ -115,9 +135,21 @@ async fn with_redis_concurrent_misses_run_one_query_and_other_instances_share_th
             .spawn()
     };
     let (a, b) = (spawn().await, spawn().await);
+    a.create(course(1)).await;
+    a.wait_cache_ready().await;
+    b.wait_cache_ready().await;
+    // Every bump so far (each follower bumps as it connects, the create bumped) has reached
+    // both instances: they key entries alike.
+    wait_until_async(
+        "A and B to agree on the generation",
+        Duration::from_secs(5),
+        || async { generation(&a).await == generation(&b).await },
+    )
+    .await;
     let path = "/api/courses?tag=testing&sort=title";
     twenty_misses_one_query(&a, path).await;
-    b.wait_cache_ready().await;
+    let finds_before = db_finds(&b).await;
+    let misses_before = cache_events(&b, "miss").await;
     let res = b.get(path).await;
     assert_eq!(
         res.headers()["x-cache"],
@@ -125,24 +157,32 @@ async fn with_redis_concurrent_misses_run_one_query_and_other_instances_share_th
         "B finds A's entry in Redis"
     );
     assert_eq!(titles(&res.json().await.unwrap()), ["Course number 1"]);
-    assert_eq!(db_finds(&b).await, 0, "B never queried the database");
+    assert_eq!(
+        db_finds(&b).await - finds_before,
+        0,
+        "B did not query the database"
+    );
     // Without the in-process tier every read is answered by Redis itself.
     for _ in 0..5 {
         assert_eq!(b.get(path).await.headers()["x-cache"], "HIT");
     }
-    let metrics = b.get("/metrics").await.text().await.unwrap();
-    for (event, n) in [("miss", 0), ("local_hit", 0)] {
-        let line = format!(
-            "course_service_cache_events_total{{backend=\"redis\",event=\"{event}\"}} {n}\n"
-        );
-        assert!(metrics.contains(&line), "{line}{metrics}");
-    }
+    assert_eq!(cache_events(&b, "miss").await, misses_before);
+    assert_eq!(cache_events(&b, "local_hit").await, 0);
+}
+
+/// `course_service_cache_events_total{backend="redis",event}` of `app`.
+async fn cache_events(app: &TestApp, event: &str) -> u64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let prefix =
+        format!("course_service_cache_events_total{{backend=\"redis\",event=\"{event}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// 20 concurrent reads of `path` on a cold cache: all 200, one database query.
 async fn twenty_misses_one_query(app: &TestApp, path: &str) {
-    app.create(course(1)).await;
-    app.wait_cache_ready().await;
     let finds_before = db_finds(app).await;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..20 {
@@ -169,6 +209,15 @@ async fn with_the_cache_disabled_every_read_goes_to_the_database() {
         assert_eq!(res.headers()["x-cache"], "BYPASS");
     }
     assert_eq!(db_finds(&app).await - before, 3);
+}
+
+/// The catalogue generation `app` keys its entries with.
+async fn generation(app: &TestApp) -> u64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("course_service_cache_generation "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 async fn db_finds(app: &TestApp) -> u64 {

@@ -60,6 +60,25 @@ fn healthy(port: u16) -> bool {
     answer.starts_with("HTTP/1.1 200")
 }
 
+/// `course_service_http_requests_in_flight` of the instance on `port` (0 if unreadable).
+fn in_flight(port: u16) -> u64 {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    if s.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("course_service_http_requests_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn refuses(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_err()
 }
@@ -218,13 +237,11 @@ fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
     )
     .unwrap();
     conn.flush().unwrap();
+    // Until the server is handling it, the connection would be closed as idle by the drain.
     wait_until(
-        "the request to reach the server",
-        Duration::from_secs(5),
-        || {
-            // The listener is still open until the signal; a probe confirms the server is up.
-            healthy(port)
-        },
+        "the request to be in flight",
+        Duration::from_secs(10),
+        || in_flight(port) >= 2, // the create, and this scrape
     );
 
     signal(&child, Signal::SIGTERM);

@@ -124,6 +124,11 @@ pub struct CacheSettings {
     pub stale_window: Duration,
 }
 
+/// A generation as a gauge value (Redis generations start at the clock in ms: well within).
+fn gauge_value(generation: u64) -> i64 {
+    i64::try_from(generation).unwrap_or(i64::MAX)
+}
+
 /// A moka store bounded both ways: each entry weighs its bytes, but never less than
 /// `max_bytes / max_entries`, so the byte budget also caps the count at `max_entries`.
 fn bounded(
@@ -161,6 +166,7 @@ struct Inner {
     local_hits: IntCounter,
     misses: IntCounter,
     invalidations: IntCounter,
+    generation_gauge: prometheus::IntGauge,
     stale: IntCounter,
     bypasses: IntCounter,
     errors: IntCounter,
@@ -202,6 +208,7 @@ impl CatalogCache {
                 local_hits: counter("local_hit"),
                 misses: counter("miss"),
                 invalidations: counter("invalidation"),
+                generation_gauge: metrics.cache_generation.clone(),
                 stale: counter("stale"),
                 bypasses: counter("bypass"),
                 errors: counter("error"),
@@ -216,8 +223,9 @@ impl CatalogCache {
         let inner = &self.inner;
         match &inner.redis {
             None => {
-                inner.generation.fetch_add(1, Ordering::AcqRel);
+                let generation = inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 inner.invalidations.inc();
+                inner.generation_gauge.set(gauge_value(generation));
             }
             Some(redis) => match redis.bump().await {
                 Ok(generation) => self.advance_to(generation),
@@ -241,6 +249,8 @@ impl CatalogCache {
         {
             self.inner.invalidations.inc();
         }
+        let current = self.inner.generation.load(Ordering::Acquire);
+        self.inner.generation_gauge.set(gauge_value(current));
     }
 
     fn set_watching(&self, live: bool) {
