@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bench::report;
 use bench::scenarios::{self, Failure, Options, Outcome};
+use bench::upstream::Profile;
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -20,7 +21,10 @@ enum Scenario {
     Reload,
     /// Cached vs uncached listing through the real course-service; write-to-visible delay.
     Cache,
+    /// Every scenario above.
     All,
+    /// Every system in front of `--upstreams` at `--rate` (not part of `all`).
+    Custom,
 }
 
 #[derive(Parser)]
@@ -46,6 +50,13 @@ struct Cli {
     /// Multiplies every scenario's request rate.
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
+    /// `custom`: the upstreams, each `LATENCY[/ERROR_RATE]`: `1ms`, `exp:2ms` (exponential,
+    /// 2 ms mean), `exp:2ms/0.05` (and 5 % of answers are 500).
+    #[arg(long, value_delimiter = ',', default_value = "1ms,1ms,40ms", value_parser = Profile::parse)]
+    upstreams: Vec<Profile>,
+    /// `custom`: requests per second, open loop.
+    #[arg(long, default_value_t = 1500.0)]
+    rate: f64,
 }
 
 #[tokio::main]
@@ -64,7 +75,7 @@ async fn main() -> ExitCode {
         rate_scale: cli.rate_scale,
         service_bin: cli.service_bin,
     };
-    let outcome = run(cli.scenario, &opts).await;
+    let outcome = run(cli.scenario, &opts, &cli.upstreams, cli.rate).await;
     let table = report::markdown(&outcome);
     println!("\n{table}");
     let stamp = SystemTime::now()
@@ -84,9 +95,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(scenario: Scenario, opts: &Options) -> Outcome {
+async fn run(scenario: Scenario, opts: &Options, custom: &[Profile], rate: f64) -> Outcome {
     let progress = |s: &str| eprintln!("running {s}");
-    let wanted = |s: Scenario| scenario == s || scenario == Scenario::All;
+    let wanted =
+        |s: Scenario| scenario == s || (scenario == Scenario::All && s != Scenario::Custom);
     let mut all = Outcome::default();
     let mut add = |o: Outcome| {
         all.rows.extend(o.rows);
@@ -111,6 +123,9 @@ async fn run(scenario: Scenario, opts: &Options) -> Outcome {
     }
     if wanted(Scenario::Cache) {
         add(scenarios::cache(opts, &progress).await);
+    }
+    if wanted(Scenario::Custom) {
+        add(scenarios::balancing("custom", custom, rate, opts, &progress).await);
     }
     all
 }

@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use crate::load::{closed_loop, histogram, open_loop, Stats};
 use crate::service::{self, Backing, CacheMode, Http};
 use crate::systems::{self, on_path, System, Tuning};
-use crate::upstream::Upstream;
+use crate::upstream::{Profile, Upstream};
 
 /// Settings shared by every scenario.
 #[derive(Debug, Clone)]
@@ -104,17 +104,27 @@ fn systems_with(
     list
 }
 
-/// Synthetic upstreams with these latencies in milliseconds.
-async fn upstreams(latencies_ms: &[u64]) -> Result<Vec<Upstream>, String> {
-    let mut ups = Vec::with_capacity(latencies_ms.len());
-    for ms in latencies_ms {
+/// Synthetic upstreams with these profiles (seeded 1, 2, 3…: every system meets the same
+/// sequence of latencies and errors).
+async fn upstreams(profiles: &[Profile]) -> Result<Vec<Upstream>, String> {
+    let mut ups = Vec::with_capacity(profiles.len());
+    for (i, profile) in profiles.iter().enumerate() {
         ups.push(
-            Upstream::start(Duration::from_millis(*ms))
+            Upstream::with_profile(*profile, i as u64 + 1)
                 .await
                 .map_err(|e| format!("cannot start an upstream: {e}"))?,
         );
     }
     Ok(ups)
+}
+
+/// Upstreams answering after these fixed latencies in milliseconds.
+async fn fixed_upstreams(latencies_ms: &[u64]) -> Result<Vec<Upstream>, String> {
+    let profiles: Vec<Profile> = latencies_ms
+        .iter()
+        .map(|ms| Profile::fixed(Duration::from_millis(*ms)))
+        .collect();
+    upstreams(&profiles).await
 }
 
 async fn measure(
@@ -165,11 +175,31 @@ async fn measure_max(
 /// One of three upstreams 40× slower (40 ms vs 1 ms), 1500 req/s open-loop: does the
 /// balancer keep the tail near the fast upstreams' latency?
 pub async fn slow_upstream(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
+    let ms = |n| Profile::fixed(Duration::from_millis(n));
+    balancing(
+        "slow-upstream",
+        &[ms(1), ms(1), ms(40)],
+        1500.0,
+        opts,
+        progress,
+    )
+    .await
+}
+
+/// Every system in front of upstreams with these `profiles`, at `rate` req/s open-loop:
+/// the `custom` scenario, and `slow-upstream`'s shape.
+pub async fn balancing(
+    scenario: &str,
+    profiles: &[Profile],
+    rate: f64,
+    opts: &Options,
+    progress: &dyn Fn(&str),
+) -> Outcome {
     let mut outcome = Outcome::default();
-    let rate = 1500.0 * opts.rate_scale;
+    let rate = rate * opts.rate_scale;
     let starters = systems(opts, Tuning::Balance, &mut outcome);
     for (label, start) in starters {
-        let ups = match upstreams(&[1, 1, 40]).await {
+        let ups = match upstreams(profiles).await {
             Ok(u) => u,
             Err(e) => {
                 outcome.skipped.push(format!("{label}: {e}"));
@@ -179,8 +209,8 @@ pub async fn slow_upstream(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         let addrs: Vec<_> = ups.iter().map(|u| u.addr).collect();
         match start(&addrs) {
             Ok(system) => {
-                progress(&format!("slow-upstream: {}", system.name));
-                let row = measure("slow-upstream", &system, rate, opts.duration, Vec::new()).await;
+                progress(&format!("{scenario}: {}", system.name));
+                let row = measure(scenario, &system, rate, opts.duration, Vec::new()).await;
                 outcome.rows.push(row);
             }
             Err(e) => outcome.skipped.push(format!("{label}: {e}")),
@@ -208,7 +238,7 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
     };
     let starters = systems(opts, Tuning::Failover, &mut outcome);
     for (label, start) in starters {
-        let mut ups = match upstreams(&[1, 1, 1]).await {
+        let mut ups = match fixed_upstreams(&[1, 1, 1]).await {
             Ok(u) => u,
             Err(e) => {
                 outcome.skipped.push(format!("{label}: {e}"));
@@ -268,7 +298,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     let mut outcome = Outcome::default();
     let rate = 5000.0 * opts.rate_scale;
-    let ups = match upstreams(&[0, 0, 0]).await {
+    let ups = match fixed_upstreams(&[0, 0, 0]).await {
         Ok(u) => u,
         Err(e) => {
             outcome.skipped.push(format!("overhead: {e}"));
@@ -339,7 +369,7 @@ pub async fn reload(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         .skipped
         .push("reload: haproxy, nginx (no equivalent live edit of one upstream list)".into());
     let rate = 2000.0 * opts.rate_scale;
-    let ups = match upstreams(&[1, 1, 1]).await {
+    let ups = match fixed_upstreams(&[1, 1, 1]).await {
         Ok(u) => u,
         Err(e) => {
             outcome.skipped.push(format!("reload: {e}"));

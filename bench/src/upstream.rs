@@ -1,6 +1,11 @@
 //! Synthetic upstreams: hyper servers on loopback that answer a small fixed JSON body after a
-//! configured latency, and that a scenario can kill (listener and every connection closed,
-//! as a killed process), restart on the same port, or hang (accept, never answer: SIGSTOP).
+//! latency (fixed, or drawn from an exponential distribution), with a given share of 500s,
+//! and that a scenario can kill (listener and every connection closed, as a killed process),
+//! restart on the same port, or hang (accept, never answer: SIGSTOP).
+//!
+//! A [`Profile`] is written `LATENCY[/ERROR_RATE]`: `1ms`, `40ms`, `exp:2ms` (exponential
+//! with a 2 ms mean), `exp:2ms/0.05` (and 5 % of answers are 500). Random draws come from an
+//! RNG seeded per upstream and connection, so a run's sequence of latencies is reproducible.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,19 +23,84 @@ use hyper_util::server::conn::auto;
 pub const BODY: &str =
     r#"{"id":"6b06c0945a4c4d02edca3612","title":"Intro to Rust","level":"beginner"}"#;
 
+/// How long an upstream takes to answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Latency {
+    Fixed(Duration),
+    /// Exponentially distributed with this mean (many quick answers, a long tail).
+    Exponential(Duration),
+}
+
+/// How a synthetic upstream behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    pub latency: Latency,
+    /// Share of answers that are `500 Internal Server Error`, 0 to 1.
+    pub error_rate: f64,
+}
+
+impl Profile {
+    pub fn fixed(latency: Duration) -> Profile {
+        Profile {
+            latency: Latency::Fixed(latency),
+            error_rate: 0.0,
+        }
+    }
+
+    /// Parses `LATENCY[/ERROR_RATE]` (see the module documentation).
+    pub fn parse(text: &str) -> Result<Profile, String> {
+        let (latency, errors) = text.split_once('/').unwrap_or((text, "0"));
+        let duration = |t: &str| {
+            humantime::parse_duration(t)
+                .map_err(|e| format!("`{t}` in `{text}` is not a duration like 2ms: {e}"))
+        };
+        let latency = match latency.strip_prefix("exp:") {
+            Some(mean) => Latency::Exponential(duration(mean)?),
+            None => Latency::Fixed(duration(latency)?),
+        };
+        let error_rate: f64 = errors
+            .parse()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or_else(|| format!("`{errors}` in `{text}` is not an error rate from 0 to 1"))?;
+        Ok(Profile {
+            latency,
+            error_rate,
+        })
+    }
+
+    /// One answer's latency and whether it is an error.
+    fn draw(&self, rng: &mut fastrand::Rng) -> (Duration, bool) {
+        let latency = match self.latency {
+            Latency::Fixed(d) => d,
+            // Inverse transform sampling; 1 - f64() is in (0, 1], so ln is finite.
+            Latency::Exponential(mean) => mean.mul_f64(-(1.0 - rng.f64()).ln()),
+        };
+        (latency, rng.f64() < self.error_rate)
+    }
+}
+
 /// A running synthetic upstream.
 pub struct Upstream {
     pub addr: SocketAddr,
-    latency: Duration,
+    profile: Profile,
+    seed: u64,
     hang: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Upstream {
+    /// An upstream answering after a fixed `latency`, never failing.
     pub async fn start(latency: Duration) -> std::io::Result<Upstream> {
+        Upstream::with_profile(Profile::fixed(latency), 0).await
+    }
+
+    /// An upstream behaving as `profile`, its draws seeded with `seed`.
+    pub async fn with_profile(profile: Profile, seed: u64) -> std::io::Result<Upstream> {
         let mut u = Upstream {
             addr: ([127, 0, 0, 1], 0).into(),
-            latency,
+            profile,
+            seed,
             hang: Arc::new(AtomicBool::new(false)),
             task: None,
         };
@@ -41,19 +111,27 @@ impl Upstream {
     async fn listen(&mut self, port: u16) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         self.addr = listener.local_addr()?;
-        let (latency, hang) = (self.latency, self.hang.clone());
+        let (profile, seed, hang) = (self.profile, self.seed, self.hang.clone());
         self.task = Some(tokio::spawn(async move {
             // Connections live in this set: aborting the task closes them all.
             let mut connections = tokio::task::JoinSet::new();
+            let mut accepted: u64 = 0;
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let hang = hang.clone();
+                accepted += 1;
+                let rng = std::sync::Mutex::new(fastrand::Rng::with_seed(
+                    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        .wrapping_add(accepted),
+                ));
                 connections.spawn(async move {
                     let svc = service_fn(move |_req| {
                         let hang = hang.clone();
+                        let (latency, error) =
+                            profile.draw(&mut rng.lock().unwrap_or_else(|p| p.into_inner()));
                         async move {
                             if hang.load(Ordering::Relaxed) {
                                 std::future::pending::<()>().await;
@@ -64,6 +142,9 @@ impl Upstream {
                             let mut res = hyper::Response::new(Full::new(Bytes::from_static(
                                 BODY.as_bytes(),
                             )));
+                            if error {
+                                *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                            }
                             res.headers_mut().insert(
                                 http::header::CONTENT_TYPE,
                                 http::HeaderValue::from_static("application/json"),
@@ -102,5 +183,38 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            Profile::parse("40ms").unwrap(),
+            Profile::fixed(Duration::from_millis(40))
+        );
+        let p = Profile::parse("exp:2ms/0.05").unwrap();
+        assert_eq!(p.latency, Latency::Exponential(Duration::from_millis(2)));
+        assert_eq!(p.error_rate, 0.05);
+        assert!(Profile::parse("fast").unwrap_err().contains("`fast`"));
+        assert!(Profile::parse("1ms/2").unwrap_err().contains("error rate"));
+    }
+
+    #[test]
+    fn draws_follow_the_profile_and_repeat_with_the_seed() {
+        let p = Profile::parse("exp:2ms/0.25").unwrap();
+        let draws = |seed| {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            (0..20_000).map(|_| p.draw(&mut rng)).collect::<Vec<_>>()
+        };
+        let a = draws(7);
+        assert_eq!(a, draws(7), "same seed, same run");
+        let mean = a.iter().map(|(d, _)| d.as_secs_f64()).sum::<f64>() / a.len() as f64;
+        assert!((0.0018..0.0022).contains(&mean), "mean {mean}");
+        let errors = a.iter().filter(|(_, e)| *e).count() as f64 / a.len() as f64;
+        assert!((0.23..0.27).contains(&errors), "error share {errors}");
     }
 }

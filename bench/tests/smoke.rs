@@ -156,3 +156,25 @@ async fn cache_runs_the_real_service_in_every_mode() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_run_meets_the_upstreams_it_was_given() {
+    use bench::upstream::Profile;
+    let profiles: Vec<Profile> = ["exp:1ms", "1ms/1"]
+        .iter()
+        .map(|p| Profile::parse(p).unwrap())
+        .collect();
+    let outcome = scenarios::balancing("custom", &profiles, 1000.0, &options(), &|_| {}).await;
+    let rows = ours(&outcome);
+    assert_eq!(rows.len(), 3, "{:?}", outcome.skipped);
+    for row in &rows {
+        assert_eq!(row.stats.sent, 100, "{}", row.system);
+    }
+    // The second upstream answers 500 to everything: round-robin meets it until passive
+    // ejection takes it out (peak-EWMA may never try it: no assertion on the others).
+    let rr = rows
+        .iter()
+        .find(|r| r.system == "ours (round-robin)")
+        .unwrap();
+    assert!(rr.stats.failed > 0, "{rr:?}");
+}
