@@ -101,11 +101,10 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
     }
 }
 
-/// The clock of the head being awaited.
+/// The head being awaited.
 struct Wait {
     /// `finished` when the wait began: a later request means this wait is over.
     epoch: u64,
-    deadline: Pin<Box<Sleep>>,
     /// Bytes of the head already received.
     got_bytes: bool,
 }
@@ -120,6 +119,8 @@ pub struct HeadDeadline<S> {
     /// No byte read yet (the HTTP/2 preface is looked for in the first read).
     first_read: bool,
     wait: Option<Wait>,
+    /// The deadline of the current wait: one timer per connection, reset for each head.
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl<S> HeadDeadline<S> {
@@ -132,6 +133,7 @@ impl<S> HeadDeadline<S> {
             off: h2,
             first_read: true,
             wait: None,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
         }
     }
 }
@@ -153,9 +155,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<S> {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
         if this.wait.as_ref().is_none_or(|w| w.epoch != epoch) {
+            this.deadline.as_mut().reset(Instant::now() + this.timeout);
             this.wait = Some(Wait {
                 epoch,
-                deadline: Box::pin(tokio::time::sleep_until(Instant::now() + this.timeout)),
                 got_bytes: false,
             });
         }
@@ -181,7 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<S> {
                 let Some(wait) = &mut this.wait else {
                     return Poll::Pending;
                 };
-                if wait.deadline.as_mut().poll(cx).is_pending() {
+                if this.deadline.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 // Out of time. Half a head gets its 408 (best effort: a client that does
