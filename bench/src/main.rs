@@ -25,6 +25,9 @@ enum Scenario {
     All,
     /// Every system in front of `--upstreams` at `--rate` (not part of `all`).
     Custom,
+    /// Internal: serve one synthetic upstream (`--upstreams`, `--port`, `--seed`) until killed.
+    #[value(hide = true)]
+    Upstream,
 }
 
 #[derive(Parser)]
@@ -57,11 +60,18 @@ struct Cli {
     /// `custom`: requests per second, open loop.
     #[arg(long, default_value_t = 1500.0)]
     rate: f64,
+    #[arg(long, hide = true, default_value_t = 0)]
+    port: u16,
+    #[arg(long, hide = true, default_value_t = 1)]
+    seed: u64,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.scenario == Scenario::Upstream {
+        return serve_upstream(&cli).await;
+    }
     if !cli.proxy_bin.is_file() {
         eprintln!(
             "bench: {} not found; build it first (cargo build --release -p proxy) or pass --proxy-bin",
@@ -74,6 +84,7 @@ async fn main() -> ExitCode {
         proxy_bin: cli.proxy_bin,
         rate_scale: cli.rate_scale,
         service_bin: cli.service_bin,
+        bench_bin: std::env::current_exe().unwrap_or_else(|_| "bench".into()),
     };
     let outcome = run(cli.scenario, &opts, &cli.upstreams, cli.rate).await;
     let table = report::markdown(&outcome);
@@ -90,6 +101,22 @@ async fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("bench: cannot write {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `bench upstream`: one synthetic upstream in this process, until it is killed.
+async fn serve_upstream(cli: &Cli) -> ExitCode {
+    let profile = cli
+        .upstreams
+        .first()
+        .copied()
+        .unwrap_or(Profile::fixed(Duration::ZERO));
+    match bench::upstream::Upstream::on_port(profile, cli.seed, cli.port).await {
+        Ok(_upstream) => std::future::pending().await,
+        Err(e) => {
+            eprintln!("bench upstream: cannot listen on port {}: {e}", cli.port);
             ExitCode::FAILURE
         }
     }

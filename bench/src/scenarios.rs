@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use crate::load::{closed_loop, histogram, open_loop, Stats};
 use crate::service::{self, Backing, CacheMode, Http};
 use crate::systems::{self, on_path, System, Tuning};
-use crate::upstream::{Profile, Upstream};
+use crate::upstream::{Profile, Upstream, UpstreamProcess};
 
 /// Settings shared by every scenario.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct Options {
     pub rate_scale: f64,
     /// The course-service binary (the `cache` scenario).
     pub service_bin: PathBuf,
+    /// The bench binary itself: `bench upstream` runs upstreams as processes of their own.
+    pub bench_bin: PathBuf,
 }
 
 /// One system's result in one scenario.
@@ -219,12 +221,12 @@ pub async fn balancing(
     outcome
 }
 
-/// What happens to one upstream mid-run.
+/// What happens to one upstream (a process of its own) mid-run.
 #[derive(Debug, Clone, Copy)]
 pub enum Failure {
-    /// Killed at 30 % of the run, restarted at 70 %.
+    /// SIGKILLed at 30 % of the run, restarted on its port at 70 %.
     Kill,
-    /// Hung (accepts, never answers) at 30 %, resumed at 70 %.
+    /// SIGSTOPped at 30 % (the kernel still accepts, nothing answers), SIGCONTed at 70 %.
     Hang,
 }
 
@@ -238,7 +240,10 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
     };
     let starters = systems(opts, Tuning::Failover, &mut outcome);
     for (label, start) in starters {
-        let mut ups = match fixed_upstreams(&[1, 1, 1]).await {
+        let ups: Result<Vec<UpstreamProcess>, String> = (1..=3)
+            .map(|seed| UpstreamProcess::start(&opts.bench_bin, "1ms", seed))
+            .collect();
+        let mut ups = match ups {
             Ok(u) => u,
             Err(e) => {
                 outcome.skipped.push(format!("{label}: {e}"));
@@ -256,15 +261,16 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
         };
         progress(&format!("{scenario}: {}", system.name));
         let (fail, recover) = (victim.clone(), victim.clone());
+        // Signals and process starts block briefly: off the runtime's threads.
         let events: Vec<(Duration, Box<dyn FnOnce() + Send>)> = vec![
             (
                 opts.duration.mul_f64(0.3),
                 Box::new(move || {
-                    tokio::spawn(async move {
-                        let mut u = fail.lock().await;
+                    tokio::task::spawn_blocking(move || {
+                        let mut u = fail.blocking_lock();
                         match failure {
                             Failure::Kill => u.kill(),
-                            Failure::Hang => u.set_hang(true),
+                            Failure::Hang => u.freeze(true),
                         }
                     });
                 }),
@@ -272,13 +278,13 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
             (
                 opts.duration.mul_f64(0.7),
                 Box::new(move || {
-                    tokio::spawn(async move {
-                        let mut u = recover.lock().await;
+                    tokio::task::spawn_blocking(move || {
+                        let mut u = recover.blocking_lock();
                         match failure {
                             Failure::Kill => {
-                                let _ = u.restart().await;
+                                let _ = u.restart();
                             }
-                            Failure::Hang => u.set_hang(false),
+                            Failure::Hang => u.freeze(false),
                         }
                     });
                 }),

@@ -1,7 +1,7 @@
 //! Synthetic upstreams: hyper servers on loopback that answer a small fixed JSON body after a
-//! latency (fixed, or drawn from an exponential distribution), with a given share of 500s,
-//! and that a scenario can kill (listener and every connection closed, as a killed process),
-//! restart on the same port, or hang (accept, never answer: SIGSTOP).
+//! latency (fixed, or drawn from an exponential distribution), with a given share of 500s.
+//! [`UpstreamProcess`] runs one in a process of its own (`bench upstream`), to be SIGKILLed,
+//! restarted on its port, and SIGSTOPped like a real server.
 //!
 //! A [`Profile`] is written `LATENCY[/ERROR_RATE]`: `1ms`, `40ms`, `exp:2ms` (exponential
 //! with a 2 ms mean), `exp:2ms/0.05` (and 5 % of answers are 500). Random draws come from an
@@ -9,8 +9,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -85,7 +83,6 @@ pub struct Upstream {
     pub addr: SocketAddr,
     profile: Profile,
     seed: u64,
-    hang: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -97,21 +94,25 @@ impl Upstream {
 
     /// An upstream behaving as `profile`, its draws seeded with `seed`.
     pub async fn with_profile(profile: Profile, seed: u64) -> std::io::Result<Upstream> {
+        Upstream::on_port(profile, seed, 0).await
+    }
+
+    /// The same on `port` (0: any free one).
+    pub async fn on_port(profile: Profile, seed: u64, port: u16) -> std::io::Result<Upstream> {
         let mut u = Upstream {
             addr: ([127, 0, 0, 1], 0).into(),
             profile,
             seed,
-            hang: Arc::new(AtomicBool::new(false)),
             task: None,
         };
-        u.listen(0).await?;
+        u.listen(port).await?;
         Ok(u)
     }
 
     async fn listen(&mut self, port: u16) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         self.addr = listener.local_addr()?;
-        let (profile, seed, hang) = (self.profile, self.seed, self.hang.clone());
+        let (profile, seed) = (self.profile, self.seed);
         self.task = Some(tokio::spawn(async move {
             // Connections live in this set: aborting the task closes them all.
             let mut connections = tokio::task::JoinSet::new();
@@ -121,7 +122,6 @@ impl Upstream {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let hang = hang.clone();
                 accepted += 1;
                 let rng = std::sync::Mutex::new(fastrand::Rng::with_seed(
                     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -129,13 +129,9 @@ impl Upstream {
                 ));
                 connections.spawn(async move {
                     let svc = service_fn(move |_req| {
-                        let hang = hang.clone();
                         let (latency, error) =
                             profile.draw(&mut rng.lock().unwrap_or_else(|p| p.into_inner()));
                         async move {
-                            if hang.load(Ordering::Relaxed) {
-                                std::future::pending::<()>().await;
-                            }
                             if !latency.is_zero() {
                                 tokio::time::sleep(latency).await;
                             }
@@ -168,19 +164,99 @@ impl Upstream {
             t.abort();
         }
     }
-
-    /// Listens again on the same port.
-    pub async fn restart(&mut self) -> std::io::Result<()> {
-        self.kill();
-        self.listen(self.addr.port()).await
-    }
-
-    pub fn set_hang(&self, hang: bool) {
-        self.hang.store(hang, Ordering::Relaxed);
-    }
 }
 
 impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A synthetic upstream in a process of its own (`bench upstream`), so that it can be killed
+/// with SIGKILL and hung with SIGSTOP like a real server.
+pub struct UpstreamProcess {
+    pub addr: SocketAddr,
+    bin: std::path::PathBuf,
+    profile: String,
+    seed: u64,
+    child: std::process::Child,
+}
+
+impl UpstreamProcess {
+    /// Starts `bin upstream` (`bin` is the bench binary) on a free port and waits until it
+    /// accepts connections.
+    pub fn start(
+        bin: &std::path::Path,
+        profile: &str,
+        seed: u64,
+    ) -> Result<UpstreamProcess, String> {
+        let port = crate::systems::free_port();
+        let child = UpstreamProcess::spawn(bin, profile, seed, port)?;
+        Ok(UpstreamProcess {
+            addr: ([127, 0, 0, 1], port).into(),
+            bin: bin.to_path_buf(),
+            profile: profile.to_string(),
+            seed,
+            child,
+        })
+    }
+
+    fn spawn(
+        bin: &std::path::Path,
+        profile: &str,
+        seed: u64,
+        port: u16,
+    ) -> Result<std::process::Child, String> {
+        let child = std::process::Command::new(bin)
+            .args(["upstream", "--upstreams", profile])
+            .args(["--port", &port.to_string(), "--seed", &seed.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {} upstream: {e}", bin.display()))?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("the upstream process did not listen on {addr}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(child)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+
+    /// SIGKILL: the kernel resets every connection, the port refuses.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A new process on the same port.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.child = UpstreamProcess::spawn(&self.bin, &self.profile, self.seed, self.addr.port())?;
+        Ok(())
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT: connections are still accepted by the kernel, nothing
+    /// answers.
+    pub fn freeze(&self, frozen: bool) {
+        use nix::sys::signal::Signal;
+        self.signal(if frozen {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        });
+    }
+}
+
+impl Drop for UpstreamProcess {
     fn drop(&mut self) {
         self.kill();
     }

@@ -29,6 +29,7 @@ fn options() -> Options {
         proxy_bin: debug_bin("proxy"),
         rate_scale: 0.1,
         service_bin: debug_bin("course-service"),
+        bench_bin: env!("CARGO_BIN_EXE_bench").into(),
     }
 }
 
