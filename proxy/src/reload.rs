@@ -216,11 +216,21 @@ pub fn watch_file(
     })
 }
 
-/// Reloads on every SIGHUP.
-pub async fn on_sighup(reloader: Arc<Reloader>) {
+/// Installs the SIGHUP handler (at once: from here on SIGHUP no longer ends the process).
+pub fn sighup() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot install a SIGHUP handler; reload through the file or the admin API");
+    match signal(SignalKind::hangup()) {
+        Ok(hup) => Some(hup),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install a SIGHUP handler; reload through the file or the admin API");
+            None
+        }
+    }
+}
+
+/// Reloads on every SIGHUP received through `hup`.
+pub async fn on_sighup(hup: Option<tokio::signal::unix::Signal>, reloader: Arc<Reloader>) {
+    let Some(mut hup) = hup else {
         return;
     };
     while hup.recv().await.is_some() {

@@ -105,6 +105,16 @@ async fn run_control(
     upstreams: UpstreamsConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    // Signal handlers go in before any socket is bound: a SIGHUP or SIGTERM sent as soon as
+    // a port answers must find them, not the default action (which ends the process). The
+    // shutdown future installs its handlers when first polled, so it is polled once here.
+    let hup = reload::sighup();
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        biased;
+        () = &mut shutdown => return Ok(()),
+        () = std::future::ready(()) => {}
+    }
     let http = bind(config.listen.http, "listen.http")?;
     let https = match config.listen.https {
         Some(addr) => Some((
@@ -171,7 +181,7 @@ async fn run_control(
         "proxy listening"
     );
     let admin_task = tokio::spawn(admin_loop(admin_listener, proxy, reloader.clone()));
-    let sighup_task = tokio::spawn(reload::on_sighup(reloader.clone()));
+    let sighup_task = tokio::spawn(reload::on_sighup(hup, reloader.clone()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; draining in-flight requests");
