@@ -31,15 +31,17 @@ fuzz_target!(|data: &[u8]| {
     };
     let text = String::from_utf8_lossy(rest);
     let (host, lines) = text.split_once('\n').unwrap_or((&text, ""));
-    let client = Peer {
-        peer: ([192, 0, 2, flags], 40000).into(),
-        tls: flags & 1 == 1,
-        trusted: flags & 2 == 2,
-    };
+    let client = Peer::new(
+        ([192, 0, 2, flags], 40000).into(),
+        flags & 1 == 1,
+        flags & 2 == 2,
+    );
     let mut headers = head(lines);
     // The host comes from a `Host` header or an `:authority`, both already valid values.
-    let host = (!host.is_empty() && HeaderValue::from_str(host).is_ok()).then_some(host);
-    prepare_request(&mut headers, &client, host, "1.1", || "id".into());
+    let host = HeaderValue::from_str(host).ok().filter(|_| !host.is_empty());
+    prepare_request(&mut headers, &client, host.as_ref(), "1.1", || {
+        HeaderValue::from_static("id")
+    });
     for hop in [
         "connection",
         "keep-alive",

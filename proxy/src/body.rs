@@ -16,6 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::balance::InFlight;
+use crate::upstream::{self, UpstreamBody};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -110,7 +111,7 @@ impl Body for RequestBody {
 pub enum ResponseBody {
     /// Streamed from an upstream; the handle ends the request's in-flight count when dropped.
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         in_flight: Option<InFlight>,
     },
     /// Written by the proxy (errors, admin pages).
@@ -118,7 +119,7 @@ pub enum ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(inner: Incoming, in_flight: InFlight) -> Self {
+    pub fn upstream(inner: UpstreamBody, in_flight: InFlight) -> Self {
         ResponseBody::Upstream {
             inner,
             in_flight: Some(in_flight),
@@ -132,12 +133,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = upstream::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, upstream::Error>>> {
         match self.get_mut() {
             ResponseBody::Upstream { inner, in_flight } => {
                 let polled = Pin::new(inner).poll_frame(cx);

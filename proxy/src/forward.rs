@@ -21,9 +21,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::time::Instant;
 
@@ -34,31 +32,16 @@ use crate::config::{Limits, ProxyConfig, Timeouts};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{LocalError, Metrics};
 use crate::topology::{Pool, Topology};
-
-/// Idle upstream connections kept per endpoint: enough for a burst on 2 cores.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
+use crate::upstream::{self, Connections, RequestHead, UpstreamBody};
 /// Seconds a client is told to wait when no endpoint is available.
 pub const NO_ENDPOINT_RETRY_AFTER: &str = "1";
 /// Upper bound on the penalty taken from an upstream's own `Retry-After`.
 pub const MAX_RETRY_AFTER_PENALTY: Duration = Duration::from_secs(10);
 
-/// The pooled keep-alive HTTP/1.1 client to upstreams. Each worker thread has its own, so a
-/// request and its upstream connection are driven by the same thread.
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
-
-/// Builds a worker's upstream client: connect timeout, TCP_NODELAY, idle connections kept
-/// for `timeouts.idle`.
-pub fn upstream_client(timeouts: &Timeouts) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeouts.connect));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(timeouts.idle)
-        .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+/// A worker thread's upstream connections: connect timeout from `timeouts.connect`, idle
+/// connections kept for `timeouts.idle`.
+pub fn upstream_connections(timeouts: &Timeouts) -> Arc<Connections> {
+    Connections::new(timeouts.connect, timeouts.idle)
 }
 
 /// The forwarding proxy's shared state: one per process, used by every worker thread.
@@ -94,9 +77,9 @@ impl Proxy {
     /// Handles one client request, whatever happens: every failure becomes a response.
     pub async fn handle(
         &self,
-        upstream: &UpstreamClient,
+        upstream: &Arc<Connections>,
         req: Request<Incoming>,
-        client: headers::Peer,
+        client: &headers::Peer,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let topology = self.topology.load_full();
@@ -113,7 +96,7 @@ impl Proxy {
             None => return self.local(LocalError::NoRoute, version),
         };
         let res = match self
-            .forward(upstream, &pool, req, &client, &mut rng, started)
+            .forward(upstream, &pool, req, client, &mut rng, started)
             .await
         {
             Ok((res, in_flight)) => match upgrade {
@@ -146,29 +129,30 @@ impl Proxy {
     /// the pool's attempts, the retry budget and the request deadline.
     async fn forward(
         &self,
-        upstream: &UpstreamClient,
+        upstream: &Arc<Connections>,
         pool: &Arc<Pool>,
         req: Request<Incoming>,
         client: &headers::Peer,
         rng: &mut fastrand::Rng,
         started: Instant,
-    ) -> Result<(Response<Incoming>, InFlight), LocalError> {
+    ) -> Result<(Response<UpstreamBody>, InFlight), LocalError> {
         let (mut head, body) = req.into_parts();
         let upgrade = upgrade_protocol(head.version, &head.headers);
-        let authority = authority(&head).map(str::to_owned);
+        // The authority the client asked for: the URI's (HTTP/2, absolute-form) or `Host`.
+        let host = match head.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => head.headers.get(header::HOST).cloned(),
+        };
         if head.version == Version::HTTP_2 && !head.headers.contains_key(header::HOST) {
             // HTTP/1.1 upstreams need Host; HTTP/2 clients send :authority instead.
-            if let Some(a) = authority
-                .as_deref()
-                .and_then(|a| HeaderValue::from_str(a).ok())
-            {
-                head.headers.insert(header::HOST, a);
+            if let Some(h) = &host {
+                head.headers.insert(header::HOST, h.clone());
             }
         }
         headers::prepare_request(
             &mut head.headers,
             client,
-            authority.as_deref(),
+            host.as_ref(),
             via_version(head.version),
             || headers::request_id(rng),
         );
@@ -178,6 +162,15 @@ impl Proxy {
             head.headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
+        let target = head
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        let request = RequestHead {
+            method: &head.method,
+            target,
+            headers: &head.headers,
+        };
         let attempts = pool.config.retry.attempts.max(1);
         // Only a request whose whole body is known to be empty can be sent again.
         let replayable = attempts > 1 && is_idempotent(&head.method) && body.is_end_stream();
@@ -214,9 +207,11 @@ impl Proxy {
             }) else {
                 break;
             };
-            let request = upstream_request(&mut head, pool, endpoint, try_body, replayable)?;
             let limit = self.timeouts.per_try.min(remaining);
-            match self.send(upstream, pool, endpoint, request, limit).await {
+            match self
+                .send(upstream, pool, endpoint, request, try_body, limit)
+                .await
+            {
                 Ok(answer) => return Ok(answer),
                 Err(e) => {
                     last_error = e;
@@ -236,15 +231,16 @@ impl Proxy {
     /// on the endpoint (RTT or penalty, and success or failure for ejection).
     async fn send(
         &self,
-        upstream: &UpstreamClient,
+        upstream: &Arc<Connections>,
         pool: &Arc<Pool>,
         endpoint: usize,
-        request: Request<RequestBody>,
+        request: RequestHead<'_>,
+        body: RequestBody,
         limit: Duration,
-    ) -> Result<(Response<Incoming>, InFlight), LocalError> {
-        let request_id = request.headers().get(&X_REQUEST_ID).cloned();
+    ) -> Result<(Response<UpstreamBody>, InFlight), LocalError> {
+        let addr = pool.endpoints[endpoint].addr;
         let mut in_flight = pool.endpoints[endpoint].start(Instant::now());
-        match tokio::time::timeout(limit, upstream.request(request)).await {
+        match tokio::time::timeout(limit, upstream.send(addr, request, body)).await {
             Ok(Ok(mut res)) => {
                 let status = res.status();
                 pool.endpoint_metrics[endpoint].response(status.as_u16());
@@ -257,17 +253,24 @@ impl Proxy {
                     in_flight.responded(now);
                     pool.record_request(endpoint, Outcome::Success, None, now);
                 }
-                if let Some(id) = request_id {
-                    res.headers_mut().entry(&X_REQUEST_ID).or_insert(id);
+                if let Some(id) = request.headers.get(&X_REQUEST_ID) {
+                    res.headers_mut()
+                        .entry(&X_REQUEST_ID)
+                        .or_insert_with(|| id.clone());
                 }
                 Ok((res, in_flight))
             }
-            Ok(Err(e)) => {
-                in_flight.failed(FAILURE_PENALTY);
-                if caused_by_body_limit(&e) {
-                    // The client's fault, not the endpoint's.
+            Ok(Err(upstream::Error::RequestBody(e))) => {
+                // The client's fault (a body over the limit, or a client gone), not the
+                // endpoint's: nothing is recorded against it.
+                if caused_by_body_limit(e.as_ref()) {
                     return Err(LocalError::BodyTooLarge);
                 }
+                tracing::debug!(error = %e, "client request body failed");
+                Err(LocalError::BadRequest)
+            }
+            Ok(Err(e)) => {
+                in_flight.failed(FAILURE_PENALTY);
                 let error = error_chain(&e);
                 tracing::debug!(endpoint = %pool.endpoints[endpoint].addr, %error, "upstream error");
                 pool.record_request(endpoint, Outcome::Failure, Some(&error), Instant::now());
@@ -325,36 +328,6 @@ impl Proxy {
     }
 }
 
-/// The request for one try on `endpoint`, with the endpoint's address as authority. The
-/// rewritten headers are cloned when the request may be sent again, and moved otherwise.
-fn upstream_request(
-    head: &mut http::request::Parts,
-    pool: &Pool,
-    endpoint: usize,
-    body: RequestBody,
-    may_resend: bool,
-) -> Result<Request<RequestBody>, LocalError> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(pool.authorities[endpoint].clone());
-    uri.path_and_query = Some(
-        head.uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    let mut req = Request::new(body);
-    *req.uri_mut() = Uri::from_parts(uri).map_err(|_| LocalError::BadRequest)?;
-    *req.method_mut() = head.method.clone();
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = if may_resend {
-        head.headers.clone()
-    } else {
-        std::mem::take(&mut head.headers)
-    };
-    Ok(req)
-}
-
 /// Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2).
 fn is_idempotent(m: &http::Method) -> bool {
     matches!(
@@ -376,7 +349,7 @@ fn route<'t>(topology: &'t Topology, req: &Request<Incoming>) -> Option<&'t Arc<
 
 /// The response head for the client; the body streams with its in-flight handle.
 fn response_filter(
-    res: Response<Incoming>,
+    res: Response<UpstreamBody>,
     in_flight: InFlight,
     version: &'static str,
 ) -> Response<ResponseBody> {
@@ -420,13 +393,12 @@ fn upgrade_protocol(version: Version, headers: &http::HeaderMap) -> Option<Heade
 /// both ways until either side closes. The tunnel counts as in flight on its endpoint for as
 /// long as it is open (its RTT sample was the handshake's).
 fn tunnel(
-    mut res: Response<Incoming>,
+    res: Response<UpstreamBody>,
     in_flight: InFlight,
     upgrade: Upgrade,
     version: &'static str,
 ) -> Response<ResponseBody> {
-    let upstream_side = hyper::upgrade::on(&mut res);
-    let (mut parts, _empty) = res.into_parts();
+    let (mut parts, body) = res.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     headers::prepare_response(&mut parts.headers, version);
     parts
@@ -435,16 +407,22 @@ fn tunnel(
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let Some((mut upstream, early)) = body.into_upgraded() else {
+        return Response::from_parts(parts, ResponseBody::local(bytes::Bytes::new()));
+    };
     tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
         let _in_flight = in_flight;
-        match tokio::try_join!(upgrade.client, upstream_side) {
-            Ok((client, upstream)) => {
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "upgraded connection ended with an error");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "protocol switch failed"),
+        let mut client = match upgrade.client.await {
+            Ok(client) => TokioIo::new(client),
+            Err(e) => return tracing::debug!(error = %e, "protocol switch failed"),
+        };
+        // Bytes the upstream sent right after its 101 belong to the new protocol.
+        if let Err(e) = client.write_all(&early).await {
+            return tracing::debug!(error = %e, "upgraded connection ended with an error");
+        }
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
         }
     });
     Response::from_parts(parts, ResponseBody::local(bytes::Bytes::new()))
@@ -473,10 +451,6 @@ fn penalty<B>(res: &Response<B>) -> Duration {
         .map_or(FAILURE_PENALTY, |s| {
             Duration::from_secs(s).clamp(FAILURE_PENALTY, MAX_RETRY_AFTER_PENALTY)
         })
-}
-
-fn authority(parts: &http::request::Parts) -> Option<&str> {
-    authority_of(&parts.uri, &parts.headers)
 }
 
 /// The authority the client asked for: the URI's (HTTP/2, absolute-form) or `Host`.

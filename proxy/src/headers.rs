@@ -22,17 +22,39 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// The name this proxy gives itself in `Via`.
 pub const VIA_NAME: &str = "microcourses";
 
-/// What the proxy knows about the client connection a request came in on.
-#[derive(Debug, Clone, Copy)]
+/// What the proxy knows about the client connection a request came in on, with the values
+/// every request of the connection sends worked out once.
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub peer: SocketAddr,
     /// `true` when the request arrived over TLS.
     pub tls: bool,
     /// Whether the peer is a trusted proxy whose forwarding headers are kept.
     pub trusted: bool,
+    /// The client's address as `X-Forwarded-For` writes it.
+    ip_value: HeaderValue,
+    /// The client's address as a `Forwarded` node (IPv6 quoted and bracketed).
+    node: String,
 }
 
 impl Peer {
+    pub fn new(peer: SocketAddr, tls: bool, trusted: bool) -> Peer {
+        let ip = canonical(peer.ip());
+        let text = ip.to_string();
+        let node = match ip {
+            IpAddr::V4(_) => text.clone(),
+            IpAddr::V6(_) => format!("\"[{text}]\""),
+        };
+        Peer {
+            peer,
+            tls,
+            trusted,
+            ip_value: HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+                .expect("an IP address is a valid header value"),
+            node,
+        }
+    }
+
     pub fn proto(&self) -> &'static str {
         if self.tls {
             "https"
@@ -56,8 +78,25 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether `name` is hop-by-hop whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::TRAILER
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Removes the hop-by-hop headers of `headers`, keeping `TE: trailers` on requests.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // The common case, one pass over the names: nothing to remove (headers named by
+    // Connection can only be there if Connection is).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named by Connection are hop-by-hop too (collect first: can't borrow while removing).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -96,48 +135,77 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
 /// Rewrites a request's headers for the upstream. `host` is the authority the client asked
 /// for (`Host`, or the `:authority` of HTTP/2); `version` is the client's protocol version
 /// as `Via` writes it (`1.1`, `2`); `new_request_id` makes an id when the client sent none.
+///
+/// This runs on every request: the common case (no forwarding headers from the client)
+/// formats nothing and allocates only the `Forwarded` value and the request id.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     client: &Peer,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
     version: &'static str,
-    new_request_id: impl FnOnce() -> String,
+    new_request_id: impl FnOnce() -> HeaderValue,
 ) {
     strip_hop_by_hop(headers, true);
-    let ip = canonical(client.peer.ip());
+    // Room for what is added below, in one step.
+    headers.reserve(6);
 
-    let xff = match (client.trusted, joined(headers, &X_FORWARDED_FOR)) {
-        (true, Some(prior)) => format!("{prior}, {ip}"),
-        _ => ip.to_string(),
+    let xff = match client
+        .trusted
+        .then(|| joined(headers, &X_FORWARDED_FOR))
+        .flatten()
+    {
+        Some(prior) => value(&format!("{prior}, {}", client.node_ip())),
+        None => Some(client.ip_value.clone()),
     };
-    set(headers, &X_FORWARDED_FOR, &xff);
+    if let Some(xff) = xff {
+        headers.insert(&X_FORWARDED_FOR, xff);
+    }
 
     if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(client.proto()));
     }
     if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        headers.remove(&X_FORWARDED_HOST);
-        if let Some(h) = host {
-            set(headers, &X_FORWARDED_HOST, h);
+        match host {
+            Some(h) => {
+                headers.insert(&X_FORWARDED_HOST, h.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
         }
     }
 
-    let mut element = format!("for={}", forwarded_node(ip));
-    if let Some(h) = host {
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    element.push_str(&client.node);
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
         element.push_str(";host=");
         push_forwarded_value(&mut element, h);
     }
     element.push_str(";proto=");
     element.push_str(client.proto());
-    let forwarded = match (client.trusted, joined(headers, &header::FORWARDED)) {
-        (true, Some(prior)) => format!("{prior}, {element}"),
-        _ => element,
+    let forwarded = match client
+        .trusted
+        .then(|| joined(headers, &header::FORWARDED))
+        .flatten()
+    {
+        Some(prior) => value(&format!("{prior}, {element}")),
+        None => HeaderValue::from_maybe_shared(bytes::Bytes::from(element)).ok(),
     };
-    set(headers, &header::FORWARDED, &forwarded);
+    if let Some(forwarded) = forwarded {
+        headers.insert(header::FORWARDED, forwarded);
+    }
 
     append_via(headers, version);
     if !headers.contains_key(&X_REQUEST_ID) {
-        set(headers, &X_REQUEST_ID, &new_request_id());
+        headers.insert(&X_REQUEST_ID, new_request_id());
+    }
+}
+
+impl Peer {
+    /// The client's address as text (for appending to a trusted `X-Forwarded-For`).
+    fn node_ip(&self) -> &str {
+        self.ip_value.to_str().unwrap_or("")
     }
 }
 
@@ -148,23 +216,22 @@ pub fn prepare_response(headers: &mut HeaderMap, version: &'static str) {
 }
 
 fn append_via(headers: &mut HeaderMap, version: &'static str) {
-    match joined(headers, &header::VIA) {
-        Some(prior) => set(
-            headers,
-            &header::VIA,
-            &format!("{prior}, {version} {VIA_NAME}"),
-        ),
-        // The common case, without formatting: one of a few fixed values.
-        None => {
-            let value = match version {
-                "2" => HeaderValue::from_static("2 microcourses"),
-                "1.0" => HeaderValue::from_static("1.0 microcourses"),
-                "3" => HeaderValue::from_static("3 microcourses"),
-                _ => HeaderValue::from_static("1.1 microcourses"),
-            };
-            headers.insert(header::VIA, value);
+    if headers.contains_key(header::VIA) {
+        if let Some(v) = joined(headers, &header::VIA)
+            .and_then(|prior| value(&format!("{prior}, {version} {VIA_NAME}")))
+        {
+            headers.insert(header::VIA, v);
         }
+        return;
     }
+    // The common case, without formatting: one of a few fixed values.
+    let value = match version {
+        "2" => HeaderValue::from_static("2 microcourses"),
+        "1.0" => HeaderValue::from_static("1.0 microcourses"),
+        "3" => HeaderValue::from_static("3 microcourses"),
+        _ => HeaderValue::from_static("1.1 microcourses"),
+    };
+    headers.insert(header::VIA, value);
 }
 
 /// All values of `name` joined with ", " (how repeated list headers combine).
@@ -177,18 +244,9 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     (!values.is_empty()).then(|| values.join(", "))
 }
 
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name, v);
-    }
-}
-
-/// RFC 7239 node: IPv6 in quoted brackets.
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
+/// A header value from text, `None` if the text cannot be one.
+fn value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
 }
 
 /// Appends `value` as a token, or as a quoted-string when it is not one (`host:port`).
@@ -198,11 +256,15 @@ fn push_forwarded_value(out: &mut String, value: &str) {
         return;
     }
     out.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+    if !value.contains(['"', '\\']) {
+        out.push_str(value);
+    } else {
+        for c in value.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
         }
-        out.push(c);
     }
     out.push('"');
 }
@@ -214,9 +276,15 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// A fresh request id: 128 random bits in hex.
-pub fn request_id(rng: &mut fastrand::Rng) -> String {
-    format!("{:032x}", rng.u128(..))
+/// A fresh request id: 128 random bits as 32 hex digits.
+pub fn request_id(rng: &mut fastrand::Rng) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rng.u128(..);
+    let mut text = [0u8; 32];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]
@@ -224,11 +292,11 @@ mod tests {
     use super::*;
 
     fn client(ip: &str, trusted: bool, tls: bool) -> Peer {
-        Peer {
-            peer: SocketAddr::new(ip.parse().unwrap(), 5555),
-            tls,
-            trusted,
-        }
+        Peer::new(SocketAddr::new(ip.parse().unwrap(), 5555), tls, trusted)
+    }
+
+    fn host(h: &str) -> Option<HeaderValue> {
+        Some(HeaderValue::from_str(h).unwrap())
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -277,7 +345,9 @@ mod tests {
             ("forwarded", "for=1.2.3.4"),
         ]);
         let c = client("203.0.113.7", false, false);
-        prepare_request(&mut h, &c, Some("shop.example"), "1.1", || "id".into());
+        prepare_request(&mut h, &c, host("shop.example").as_ref(), "1.1", || {
+            HeaderValue::from_static("id")
+        });
         assert_eq!(get(&h, "x-forwarded-for"), Some("203.0.113.7"));
         assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
         assert_eq!(get(&h, "x-forwarded-host"), Some("shop.example"));
@@ -301,7 +371,9 @@ mod tests {
             ("x-request-id", "abc"),
         ]);
         let c = client("::1", true, true);
-        prepare_request(&mut h, &c, Some("internal:8080"), "2", || "new".into());
+        prepare_request(&mut h, &c, host("internal:8080").as_ref(), "2", || {
+            HeaderValue::from_static("new")
+        });
         assert_eq!(
             get(&h, "x-forwarded-for"),
             Some("198.51.100.1, 10.0.0.2, ::1")
@@ -349,8 +421,14 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(3);
         let id = request_id(&mut rng);
         assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert_ne!(id, request_id(&mut rng));
+        let mut rng = fastrand::Rng::with_seed(3);
+        assert_eq!(
+            id.to_str().unwrap(),
+            format!("{:032x}", rng.u128(..)),
+            "the digits are the number's, most significant first"
+        );
     }
 
     // The property of `fuzz/fuzz_targets/forward_headers.rs`, on stable in every test run.
@@ -374,7 +452,8 @@ mod tests {
             }
             let peer = client("192.0.2.7", trusted, tls);
             let mut response = h.clone();
-            prepare_request(&mut h, &peer, host.as_deref(), "1.1", || "id".into());
+            let host = host.and_then(|h| HeaderValue::from_str(&h).ok());
+            prepare_request(&mut h, &peer, host.as_ref(), "1.1", || HeaderValue::from_static("id"));
             for hop in ["connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding"] {
                 proptest::prop_assert!(!h.contains_key(hop), "{} forwarded", hop);
             }

@@ -21,3 +21,4 @@ pub mod retry;
 pub mod server;
 pub mod tls;
 pub mod topology;
+pub mod upstream;

@@ -31,12 +31,13 @@ use crate::admin;
 use crate::checker::HealthChecker;
 use crate::config::{ProxyConfig, UpstreamsConfig};
 use crate::conn;
-use crate::forward::{upstream_client, Proxy, UpstreamClient};
+use crate::forward::{upstream_connections, Proxy};
 use crate::headers;
 use crate::metrics::{ActiveConnection, Metrics};
 use crate::reload::{self, Reloader};
 use crate::tls;
 use crate::topology::Topology;
+use crate::upstream::Connections;
 
 /// Longest wait for in-flight requests after a shutdown signal before exiting anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -254,7 +255,8 @@ fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 /// One worker: accept loops on its duplicates of the listeners, its own upstream client,
 /// its own graceful-shutdown tracker. Returns once its connections have drained.
 async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    let upstream = upstream_client(shared.proxy.timeouts());
+    let upstream = upstream_connections(shared.proxy.timeouts());
+    let sweeper = tokio::spawn(upstream.clone().sweep());
     let graceful = Arc::new(GracefulShutdown::new());
     let mut loops = tokio::task::JoinSet::new();
     let mut listeners = vec![(&shared.http, None, Listener::Http)];
@@ -284,6 +286,7 @@ async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     if let Ok(graceful) = Arc::try_unwrap(graceful) {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
     }
+    sweeper.abort();
 }
 
 async fn accept_loop(
@@ -291,7 +294,7 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     kind: Listener,
     shared: Arc<Shared>,
-    upstream: UpstreamClient,
+    upstream: Arc<Connections>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -324,11 +327,11 @@ async fn accept_loop(
         };
         total.inc();
         let _ = stream.set_nodelay(true);
-        let client = headers::Peer {
+        let client = Arc::new(headers::Peer::new(
             peer,
-            tls: tls.is_some(),
-            trusted: shared.proxy.trusts(peer.ip()),
-        };
+            tls.is_some(),
+            shared.proxy.trusts(peer.ip()),
+        ));
         let shared = shared.clone();
         let tls = tls.clone();
         let upstream = upstream.clone();
@@ -345,9 +348,9 @@ async fn accept_loop(
 async fn serve_connection(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
-    client: headers::Peer,
+    client: Arc<headers::Peer>,
     shared: &Shared,
-    upstream: UpstreamClient,
+    upstream: Arc<Connections>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let metrics = &shared.proxy.metrics;
@@ -355,11 +358,13 @@ async fn serve_connection(
     let requests = Arc::new(conn::Requests::default());
     let head_timeout = shared.proxy.timeouts().header_read;
     let tracker = requests.clone();
+    let peer = client.peer;
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let (proxy, upstream, requests) = (proxy.clone(), upstream.clone(), tracker.clone());
+        let client = client.clone();
         requests.start();
         async move {
-            let res = proxy.handle(&upstream, req, client).await;
+            let res = proxy.handle(&upstream, req, &client).await;
             if res.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                 requests.upgrade();
             }
@@ -384,7 +389,7 @@ async fn serve_connection(
                 }
                 Ok(Err(e)) => {
                     metrics.tls_handshakes.with_label_values(&["error"]).inc();
-                    tracing::debug!(peer = %client.peer, error = %e, "TLS handshake failed");
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
@@ -407,7 +412,7 @@ async fn serve_connection(
             _ => "other",
         };
         metrics.connection_errors.with_label_values(&[kind]).inc();
-        tracing::debug!(peer = %client.peer, error = %e, kind, "connection ended with an error");
+        tracing::debug!(%peer, error = %e, kind, "connection ended with an error");
     }
 }
 
