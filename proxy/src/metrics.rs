@@ -27,18 +27,27 @@ pub enum LocalError {
     UpstreamTimeout,
     /// 413: the request body is over `limits.max_body_bytes`.
     BodyTooLarge,
-    /// 400: the request cannot be forwarded as is (e.g. no usable authority).
+    /// 400: the request is malformed, or cannot be forwarded as is.
     BadRequest,
+    /// 431: the request head is over `limits.max_header_bytes`.
+    HeadTooLarge,
+    /// 405: a method a reverse proxy does not serve (CONNECT).
+    MethodNotAllowed,
+    /// 408: the request head did not arrive within `timeouts.header_read`.
+    RequestTimeout,
 }
 
 impl LocalError {
-    pub const ALL: [LocalError; 6] = [
+    pub const ALL: [LocalError; 9] = [
         LocalError::NoRoute,
         LocalError::NoEndpoint,
         LocalError::UpstreamError,
         LocalError::UpstreamTimeout,
         LocalError::BodyTooLarge,
         LocalError::BadRequest,
+        LocalError::HeadTooLarge,
+        LocalError::MethodNotAllowed,
+        LocalError::RequestTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,9 +58,53 @@ impl LocalError {
             LocalError::UpstreamTimeout => "upstream_timeout",
             LocalError::BodyTooLarge => "body_too_large",
             LocalError::BadRequest => "bad_request",
+            LocalError::HeadTooLarge => "head_too_large",
+            LocalError::MethodNotAllowed => "method_not_allowed",
+            LocalError::RequestTimeout => "request_timeout",
         }
     }
+
+    /// The status the client gets.
+    pub fn status(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            LocalError::NoRoute => S::NOT_FOUND,
+            LocalError::NoEndpoint => S::SERVICE_UNAVAILABLE,
+            LocalError::UpstreamError => S::BAD_GATEWAY,
+            LocalError::UpstreamTimeout => S::GATEWAY_TIMEOUT,
+            LocalError::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
+            LocalError::BadRequest => S::BAD_REQUEST,
+            LocalError::HeadTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            LocalError::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
+            LocalError::RequestTimeout => S::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The one-line body the client gets.
+    pub fn text(self) -> &'static str {
+        match self {
+            LocalError::NoRoute => "no route for this host and path\n",
+            LocalError::NoEndpoint => "no upstream available; retry shortly\n",
+            LocalError::UpstreamError => "upstream connection failed\n",
+            LocalError::UpstreamTimeout => "upstream did not answer in time\n",
+            LocalError::BodyTooLarge => "request body is larger than this proxy accepts\n",
+            LocalError::BadRequest => "malformed request\n",
+            LocalError::HeadTooLarge => {
+                "request header fields are larger than this proxy accepts\n"
+            }
+            LocalError::MethodNotAllowed => "this reverse proxy does not serve CONNECT\n",
+            LocalError::RequestTimeout => "request head not received in time\n",
+        }
+    }
+
+    /// Seconds a client is told to wait before trying again, for a 503.
+    pub fn retry_after(self) -> Option<&'static str> {
+        (self == LocalError::NoEndpoint).then_some(NO_ENDPOINT_RETRY_AFTER)
+    }
 }
+
+/// Seconds a client is told to wait when no endpoint is available.
+pub const NO_ENDPOINT_RETRY_AFTER: &str = "1";
 
 /// Every metric the proxy exports, registered in one registry.
 #[derive(Clone)]

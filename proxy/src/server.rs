@@ -18,33 +18,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::checker::HealthChecker;
 use crate::config::{ProxyConfig, UpstreamsConfig};
-use crate::conn;
 use crate::forward::{upstream_connections, Proxy};
+use crate::front::{http1, http2, Prefixed};
 use crate::headers;
 use crate::metrics::{ActiveConnection, Metrics};
 use crate::reload::{self, Reloader};
 use crate::tls;
 use crate::topology::Topology;
-use crate::upstream::Connections;
 
 /// Longest wait for in-flight requests after a shutdown signal before exiting anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-/// hyper's own header-read timeout fires this much after ours, should ours ever not.
-const HEAD_DEADLINE_BACKSTOP: Duration = Duration::from_secs(1);
+/// The first read buffer of a client connection.
+const FIRST_READ: usize = 8 * 1024;
 
 /// Which listener a connection came in on (a metric label).
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +64,8 @@ impl Listener {
 /// What every worker shares.
 struct Shared {
     proxy: Arc<Proxy>,
-    builder: auto::Builder<TokioExecutor>,
+    /// hyper's HTTP/2 server, for clients that speak it.
+    h2: http2::Builder,
     connections: Arc<Semaphore>,
     /// TLS handshakes must finish within the header read timeout too (slowloris over TLS).
     handshake_timeout: Duration,
@@ -146,7 +146,7 @@ async fn run_control(
         }
     };
     let shared = Arc::new(Shared {
-        builder: connection_builder(&config),
+        h2: http2::builder(&config),
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         handshake_timeout: config.timeouts.header_read,
         proxy: proxy.clone(),
@@ -218,46 +218,17 @@ fn bind(addr: SocketAddr, field: &str) -> Result<std::net::TcpListener, String> 
     Ok(listener)
 }
 
-/// Whether `err` came from [`conn::HeadDeadline`] giving up on a request head.
-fn timed_out(err: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// HTTP/1.1 and HTTP/2 with the limits of `[limits]` and `[timeouts]`.
-fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // `conn::HeadDeadline` keeps this deadline (and answers 408); hyper's is the backstop.
-        .header_read_timeout(config.timeouts.header_read + HEAD_DEADLINE_BACKSTOP)
-        // hyper answers 431 when a request head does not fit.
-        .max_buf_size(config.limits.max_header_bytes)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(config.timeouts.idle / 2))
-        .keep_alive_timeout(config.timeouts.header_read);
-    builder
-}
-
-/// One worker: accept loops on its duplicates of the listeners, its own upstream client,
-/// its own graceful-shutdown tracker. Returns once its connections have drained.
+/// One worker: accept loops on its duplicates of the listeners, its own upstream
+/// connections, its own count of live client connections. Returns once they have drained.
 async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let upstream = upstream_connections(shared.proxy.timeouts());
     let sweeper = tokio::spawn(upstream.clone().sweep());
-    let graceful = Arc::new(GracefulShutdown::new());
+    let ctx = Arc::new(http1::Context {
+        proxy: shared.proxy.clone(),
+        upstream,
+        stop: stop.clone(),
+    });
+    let connections = TaskTracker::new();
     let mut loops = tokio::task::JoinSet::new();
     let mut listeners = vec![(&shared.http, None, Listener::Http)];
     if let Some((l, acceptor)) = &shared.https {
@@ -276,16 +247,15 @@ async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             tls,
             kind,
             shared.clone(),
-            upstream.clone(),
-            graceful.clone(),
+            ctx.clone(),
+            connections.clone(),
             stop.clone(),
         ));
     }
     while loops.join_next().await.is_some() {}
-    // The accept loops are gone, so this is the last handle; connections hold watchers only.
-    if let Ok(graceful) = Arc::try_unwrap(graceful) {
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
-    }
+    // The accept loops are gone: wait for the connections to finish what they are doing.
+    connections.close();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
     sweeper.abort();
 }
 
@@ -294,8 +264,8 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     kind: Listener,
     shared: Arc<Shared>,
-    upstream: Arc<Connections>,
-    graceful: Arc<GracefulShutdown>,
+    ctx: Arc<http1::Context>,
+    connections: TaskTracker,
     mut stop: watch::Receiver<bool>,
 ) {
     let metrics = &shared.proxy.metrics;
@@ -327,62 +297,44 @@ async fn accept_loop(
         };
         total.inc();
         let _ = stream.set_nodelay(true);
-        let client = Arc::new(headers::Peer::new(
-            peer,
-            tls.is_some(),
-            shared.proxy.trusts(peer.ip()),
-        ));
-        let shared = shared.clone();
-        let tls = tls.clone();
-        let upstream = upstream.clone();
-        let watcher = graceful.watcher();
+        let client = headers::Peer::new(peer, tls.is_some(), shared.proxy.trusts(peer.ip()));
+        let (shared, ctx, tls) = (shared.clone(), ctx.clone(), tls.clone());
         let active = ActiveConnection::new(active.clone());
-        tokio::spawn(async move {
-            serve_connection(stream, tls, client, &shared, upstream, watcher).await;
+        connections.spawn(async move {
+            serve_connection(stream, tls, client, &shared, &ctx).await;
             drop(active);
             drop(permit);
         });
     }
 }
 
+/// One client connection: TLS first on the https listener, then HTTP/2 if ALPN chose it (or
+/// the client opened with its preface), else our HTTP/1.1.
 async fn serve_connection(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
-    client: Arc<headers::Peer>,
+    client: headers::Peer,
     shared: &Shared,
-    upstream: Arc<Connections>,
-    watcher: hyper_util::server::graceful::Watcher,
+    ctx: &http1::Context,
 ) {
     let metrics = &shared.proxy.metrics;
-    let proxy = shared.proxy.clone();
-    let requests = Arc::new(conn::Requests::default());
-    let head_timeout = shared.proxy.timeouts().header_read;
-    let tracker = requests.clone();
     let peer = client.peer;
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let (proxy, upstream, requests) = (proxy.clone(), upstream.clone(), tracker.clone());
-        let client = client.clone();
-        requests.start();
-        async move {
-            let res = proxy.handle(&upstream, req, &client).await;
-            if res.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
-                requests.upgrade();
-            }
-            Ok::<_, Infallible>(res.map(|body| conn::Tracked::new(body, requests)))
-        }
-    });
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
     let result = match tls {
         None => {
-            let io = conn::HeadDeadline::new(stream, requests, head_timeout, false);
-            let conn = shared
-                .builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service);
-            watcher.watch(conn.into_owned()).await
+            let mut stream = stream;
+            match http1::serve(&mut stream, &mut buf, &client, ctx).await {
+                http1::Ended::Closed => Ok(()),
+                http1::Ended::Http2 => {
+                    let io = TokioIo::new(Prefixed::new(buf, stream));
+                    serve_http2(io, client, shared, ctx).await
+                }
+            }
         }
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await;
-            let stream = match handshake {
+            let mut stream = match handshake {
                 Ok(Ok(s)) => {
                     metrics.tls_handshakes.with_label_values(&["ok"]).inc();
                     s
@@ -397,23 +349,48 @@ async fn serve_connection(
                     return;
                 }
             };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = conn::HeadDeadline::new(stream, requests, head_timeout, h2);
-            let conn = shared
-                .builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service);
-            watcher.watch(conn.into_owned()).await
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                serve_http2(TokioIo::new(stream), client, shared, ctx).await
+            } else {
+                match http1::serve(&mut stream, &mut buf, &client, ctx).await {
+                    http1::Ended::Closed => Ok(()),
+                    http1::Ended::Http2 => {
+                        let io = TokioIo::new(Prefixed::new(buf, stream));
+                        serve_http2(io, client, shared, ctx).await
+                    }
+                }
+            }
         }
     };
     if let Err(e) = result {
-        let kind = match e.downcast_ref::<hyper::Error>() {
-            Some(h) if h.is_timeout() || timed_out(h) => "header_timeout",
-            Some(h) if h.is_parse() || h.is_parse_too_large() => "bad_request",
-            _ => "other",
+        let kind = if e.is_parse() || e.is_parse_too_large() {
+            "bad_request"
+        } else {
+            "other"
         };
         metrics.connection_errors.with_label_values(&[kind]).inc();
-        tracing::debug!(%peer, error = %e, kind, "connection ended with an error");
+        tracing::debug!(%peer, error = %e, kind, "HTTP/2 connection ended with an error");
     }
+}
+
+async fn serve_http2<I>(
+    io: I,
+    client: headers::Peer,
+    shared: &Shared,
+    ctx: &http1::Context,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    http2::serve(
+        io,
+        client,
+        shared.proxy.clone(),
+        ctx.upstream.clone(),
+        &shared.h2,
+        ctx.stop.clone(),
+    )
+    .await
 }
 
 /// The admin listener: small, HTTP/1.1 only, not drained on shutdown.

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
-use super::codec::{ChunkedDecoder, Decoded, Framing};
 use super::{Conn, Connections, Error, READ_CHUNK};
+use crate::wire::chunked::{ChunkedDecoder, Decoded};
+use crate::wire::response::Framing;
 
 /// Where the body is.
 #[derive(Debug)]

@@ -15,24 +15,23 @@
 //! any response byte is sent again on a fresh one, since nothing reached the upstream.
 
 pub mod body;
-pub mod codec;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use http::{HeaderMap, Method, Response, StatusCode};
-use http_body::Body as _;
-use http_body_util::BodyExt as _;
+use bytes::{Buf, BytesMut};
+use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, RequestBody};
+use crate::wire::chunked::{push_chunk_header, Malformed, LAST_CHUNK};
+use crate::wire::response::{self, Framing, ResponseHead};
 pub use body::UpstreamBody;
-use codec::{RequestFraming, ResponseHead};
 
 /// Idle connections kept per endpoint and worker: enough for a burst on 2 cores.
 pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
@@ -55,7 +54,7 @@ pub enum Error {
     /// The upstream closed the connection before the response was complete.
     Closed,
     /// The upstream's response is not valid HTTP/1.x.
-    Malformed(codec::Malformed),
+    Malformed(Malformed),
     /// The client's request body failed: over the size limit, or the client went away.
     RequestBody(BoxError),
 }
@@ -83,13 +82,15 @@ impl std::error::Error for Error {
     }
 }
 
-/// What a request sends: method, target (path and query) and the headers as rewritten for
-/// the upstream. Borrowed, so a retry sends the same head without copying it.
+/// One request as it goes to an upstream.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestHead<'a> {
+pub struct Outgoing<'a> {
+    /// The complete request head (request line, fields, blank line).
+    pub head: &'a [u8],
+    /// The request's method (a response to HEAD has no body).
     pub method: &'a Method,
-    pub target: &'a str,
-    pub headers: &'a HeaderMap,
+    /// The body is sent chunk-encoded (its head says `transfer-encoding: chunked`).
+    pub chunked: bool,
 }
 
 /// An open connection to one upstream.
@@ -97,8 +98,6 @@ pub(crate) struct Conn {
     io: TcpStream,
     /// Bytes read from the upstream and not consumed yet.
     buf: BytesMut,
-    /// The request head being written; kept across requests for its capacity.
-    out: Vec<u8>,
     addr: SocketAddr,
 }
 
@@ -134,29 +133,35 @@ impl Connections {
         })
     }
 
-    /// Sends one request to `addr` and returns the response once its head has arrived; the
-    /// body streams from the connection as the caller reads it.
-    pub async fn send(
+    /// Sends one request to `addr`. When the response head arrives, `on_head` gets it (to
+    /// write or build the client's head from it, in place), and whether the whole request
+    /// body had been sent by then; the body then streams from the returned [`UpstreamBody`]
+    /// as the caller reads it.
+    pub async fn send<R>(
         self: &Arc<Self>,
         addr: SocketAddr,
-        head: RequestHead<'_>,
-        body: RequestBody,
-    ) -> Result<Response<UpstreamBody>, Error> {
+        request: Outgoing<'_>,
+        body: &mut RequestBody<'_>,
+        on_head: &mut (dyn FnMut(&ResponseHead<'_, '_>, bool) -> R + Send),
+    ) -> Result<(R, UpstreamBody), Error> {
         // A known-empty body means the request can be written again as is.
         let bodiless = body.is_end_stream();
-        let mut body = Some(body);
         loop {
             let (conn, reused) = match self.checkout(addr) {
                 Some(conn) => (conn, true),
                 None => (self.connect(addr).await?, false),
             };
-            let this_body = if bodiless {
-                RequestBody::empty()
-            } else {
-                body.take().unwrap_or_else(RequestBody::empty)
-            };
-            match exchange(conn, head, this_body).await {
-                Ok((res, conn)) => return Ok(self.response(res, conn)),
+            match exchange(conn, request, body, on_head).await {
+                Ok((answer, conn, head)) => {
+                    let body = UpstreamBody::new(
+                        conn,
+                        head.framing,
+                        head.keep_alive,
+                        head.switching,
+                        self.clone(),
+                    );
+                    return Ok((answer, body));
+                }
                 Err(failure) if reused && bodiless && failure.nothing_received => {
                     // The upstream had closed this idle connection (and likely its siblings,
                     // as when it restarts): nothing reached it, so try a fresh connection.
@@ -178,7 +183,6 @@ impl Connections {
         Ok(Conn {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
-            out: Vec::with_capacity(512),
             addr,
         })
     }
@@ -240,15 +244,6 @@ impl Connections {
             idle.retain(|_, parked| !parked.is_empty());
         }
     }
-
-    fn response(self: &Arc<Self>, head: ResponseHead, conn: Conn) -> Response<UpstreamBody> {
-        let upgrade = head.status == StatusCode::SWITCHING_PROTOCOLS;
-        let body = UpstreamBody::new(conn, head.framing, head.keep_alive, upgrade, self.clone());
-        let mut res = Response::new(body);
-        *res.status_mut() = head.status;
-        *res.headers_mut() = head.headers;
-        res
-    }
 }
 
 /// A failed exchange, and whether the upstream sent anything at all before it failed.
@@ -271,65 +266,53 @@ impl Failure {
     }
 }
 
-/// How the body of this request goes on the wire.
-fn request_framing(head: &RequestHead<'_>, body: &RequestBody) -> RequestFraming {
-    if head.headers.contains_key(http::header::CONTENT_LENGTH) {
-        RequestFraming::Length
-    } else if !body.is_end_stream() {
-        RequestFraming::Chunked
-    } else if matches!(*head.method, Method::POST | Method::PUT | Method::PATCH) {
-        RequestFraming::Zero
-    } else {
-        RequestFraming::None
-    }
+/// What of a response head the body needs once the head itself is gone.
+struct HeadSummary {
+    framing: Framing,
+    keep_alive: bool,
+    /// `101 Switching Protocols`: the connection becomes the tunnel's.
+    switching: bool,
 }
 
 /// Writes the request and reads the response head on `conn`. A request without a body is one
 /// write then reads; with a body, the body is sent while the response is awaited, so an
 /// upstream that answers early (a 413, say) is heard.
-async fn exchange(
+async fn exchange<R>(
     mut conn: Conn,
-    head: RequestHead<'_>,
-    body: RequestBody,
-) -> Result<(ResponseHead, Conn), Failure> {
-    let framing = request_framing(&head, &body);
-    conn.out.clear();
-    codec::encode_request_head(
-        &mut conn.out,
-        head.method,
-        head.target,
-        head.headers,
-        framing,
-    );
+    request: Outgoing<'_>,
+    body: &mut RequestBody<'_>,
+    on_head: &mut (dyn FnMut(&ResponseHead<'_, '_>, bool) -> R + Send),
+) -> Result<(R, Conn, HeadSummary), Failure> {
     let result = if body.is_end_stream() {
-        match conn.io.write_all(&conn.out).await {
-            Ok(()) => read_head(&mut conn.io, &mut conn.buf, head.method).await,
+        match conn.io.write_all(request.head).await {
+            Ok(()) => {
+                let sent = AtomicBool::new(true);
+                read_head(&mut conn.io, &mut conn.buf, request.method, &sent, on_head).await
+            }
             Err(e) => Err(Error::Write(e)),
         }
     } else {
-        send_body_and_read_head(&mut conn, head.method, body, framing).await
+        send_body_and_read_head(&mut conn, request, body, on_head).await
     };
     match result {
-        Ok(res) => Ok((res, conn)),
+        Ok((answer, head)) => Ok((answer, conn, head)),
         Err(e) => Err(Failure::new(e, &conn.buf)),
     }
 }
 
-/// Reads until a final response head is complete. Interim responses (100 Continue, 103 Early
-/// Hints) are read and dropped; 101 is final here (the connection switches protocols).
-async fn read_head(
+/// Reads until a final response head is complete and hands it to `on_head`. Interim
+/// responses (100 Continue, 103 Early Hints) are read and dropped; 101 is final here.
+async fn read_head<R>(
     io: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     method: &Method,
-) -> Result<ResponseHead, Error> {
+    sent: &AtomicBool,
+    on_head: &mut (dyn FnMut(&ResponseHead<'_, '_>, bool) -> R + Send),
+) -> Result<(R, HeadSummary), Error> {
     loop {
         if !buf.is_empty() {
-            if let Some(head) = codec::parse_response_head(buf, method).map_err(Error::Malformed)? {
-                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
-                {
-                    continue;
-                }
-                return Ok(head);
+            if let Some(done) = take_head(buf, method, sent.load(Ordering::Acquire), on_head)? {
+                return Ok(done);
             }
         }
         buf.reserve(READ_CHUNK);
@@ -341,43 +324,67 @@ async fn read_head(
     }
 }
 
+/// A final response head at the start of `buf`, handed to `on_head` and taken off the
+/// buffer; `None` when no complete final head is there yet.
+fn take_head<R>(
+    buf: &mut BytesMut,
+    method: &Method,
+    sent: bool,
+    on_head: &mut (dyn FnMut(&ResponseHead<'_, '_>, bool) -> R + Send),
+) -> Result<Option<(R, HeadSummary)>, Error> {
+    loop {
+        let mut slots = crate::wire::slots();
+        let Some(head) = response::parse(buf, &mut slots, method).map_err(Error::Malformed)? else {
+            return Ok(None);
+        };
+        let len = head.len;
+        if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+            buf.advance(len);
+            continue;
+        }
+        let summary = HeadSummary {
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            switching: head.status == StatusCode::SWITCHING_PROTOCOLS,
+        };
+        let answer = on_head(&head, sent);
+        buf.advance(len);
+        return Ok(Some((answer, summary)));
+    }
+}
+
 /// Sends the head and the body while waiting for the response head. If the response comes
 /// first, the rest of the body is not sent and the connection is not reused.
-async fn send_body_and_read_head(
+async fn send_body_and_read_head<R>(
     conn: &mut Conn,
-    method: &Method,
-    mut body: RequestBody,
-    framing: RequestFraming,
-) -> Result<ResponseHead, Error> {
+    request: Outgoing<'_>,
+    body: &mut RequestBody<'_>,
+    on_head: &mut (dyn FnMut(&ResponseHead<'_, '_>, bool) -> R + Send),
+) -> Result<(R, HeadSummary), Error> {
     let (mut rd, mut wr) = conn.io.split();
-    let out = &conn.out;
-    let sending = async move {
-        wr.write_all(out).await.map_err(Error::Write)?;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(Error::RequestBody)?;
-            let Ok(data) = frame.into_data() else {
-                continue; // request trailers are not forwarded
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if framing == RequestFraming::Chunked {
-                let mut chunk = codec::chunk_header(data.len());
-                chunk.extend_from_slice(&data);
-                chunk.extend_from_slice(b"\r\n");
-                wr.write_all(&chunk).await.map_err(Error::Write)?;
+    let body_sent = AtomicBool::new(false);
+    let sending = async {
+        wr.write_all(request.head).await.map_err(Error::Write)?;
+        let mut framing = Vec::new();
+        while let Some(data) = body.chunk().await {
+            let data = data.map_err(Error::RequestBody)?;
+            if request.chunked {
+                framing.clear();
+                push_chunk_header(&mut framing, data.len());
+                wr.write_all(&framing).await.map_err(Error::Write)?;
+                wr.write_all(&data).await.map_err(Error::Write)?;
+                wr.write_all(b"\r\n").await.map_err(Error::Write)?;
             } else {
                 wr.write_all(&data).await.map_err(Error::Write)?;
             }
         }
-        if framing == RequestFraming::Chunked {
-            wr.write_all(codec::LAST_CHUNK)
-                .await
-                .map_err(Error::Write)?;
+        if request.chunked {
+            wr.write_all(LAST_CHUNK).await.map_err(Error::Write)?;
         }
+        body_sent.store(true, Ordering::Release);
         Ok::<(), Error>(())
     };
-    let receiving = read_head(&mut rd, &mut conn.buf, method);
+    let receiving = read_head(&mut rd, &mut conn.buf, request.method, &body_sent, on_head);
     tokio::pin!(sending, receiving);
     let mut sent: Option<Result<(), Error>> = None;
     loop {
@@ -392,8 +399,8 @@ async fn send_body_and_read_head(
             }
             head = &mut receiving => {
                 let body_sent = matches!(sent, Some(Ok(())));
-                let mut head = match head {
-                    Ok(head) => head,
+                let (answer, mut head) = match head {
+                    Ok(done) => done,
                     Err(e) => return Err(match sent {
                         Some(Err(write)) => write,
                         _ => e,
@@ -402,7 +409,7 @@ async fn send_body_and_read_head(
                 if !body_sent {
                     head.keep_alive = false;
                 }
-                return Ok(head);
+                return Ok((answer, head));
             }
         }
     }

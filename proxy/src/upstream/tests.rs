@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -94,21 +94,40 @@ fn connections() -> Arc<Connections> {
     Connections::new(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-async fn get(
-    pool: &Arc<Connections>,
-    addr: SocketAddr,
-    method: &Method,
-) -> Result<(StatusCode, HeaderMap, Vec<u8>, Option<HeaderMap>), Error> {
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::HOST, HeaderValue::from_static("upstream"));
-    let head = RequestHead {
+/// A response as the test sees it: status, fields (lower-case names), body, trailers.
+type Seen = (
+    StatusCode,
+    Vec<(String, String)>,
+    Vec<u8>,
+    Option<HeaderMap>,
+);
+
+/// The status and fields of a response head, owned.
+fn summary(head: &ResponseHead<'_, '_>, _sent: bool) -> (StatusCode, Vec<(String, String)>) {
+    let fields = head
+        .fields
+        .iter()
+        .map(|f| {
+            (
+                f.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(f.value).to_string(),
+            )
+        })
+        .collect();
+    (head.status, fields)
+}
+
+/// Sends `method /x` and reads the whole response.
+async fn get(pool: &Arc<Connections>, addr: SocketAddr, method: &Method) -> Result<Seen, Error> {
+    let head = format!("{method} /x HTTP/1.1\r\nhost: upstream\r\n\r\n");
+    let request = Outgoing {
+        head: head.as_bytes(),
         method,
-        target: "/x",
-        headers: &headers,
+        chunked: false,
     };
-    let res = pool.send(addr, head, RequestBody::empty()).await?;
-    let status = res.status();
-    let (parts, mut body) = res.into_parts();
+    let ((status, fields), mut body) = pool
+        .send(addr, request, &mut RequestBody::empty(), &mut summary)
+        .await?;
     let mut data = Vec::new();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
@@ -118,7 +137,30 @@ async fn get(
             Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }
-    Ok((status, parts.headers, data, trailers))
+    Ok((status, fields, data, trailers))
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Sends `GET /` and returns the head's status and the body, unread.
+async fn open(pool: &Arc<Connections>, addr: SocketAddr) -> (StatusCode, UpstreamBody) {
+    let request = Outgoing {
+        head: b"GET / HTTP/1.1\r\nhost: upstream\r\n\r\n",
+        method: &Method::GET,
+        chunked: false,
+    };
+    let (status, body) = pool
+        .send(addr, request, &mut RequestBody::empty(), &mut |h, _| {
+            h.status
+        })
+        .await
+        .unwrap();
+    (status, body)
 }
 
 #[tokio::test]
@@ -149,7 +191,7 @@ async fn chunked_bodies_and_trailers_come_through_and_the_connection_is_reused()
         let (_, headers, body, trailers) = get(&pool, up.addr, &Method::GET).await.unwrap();
         assert_eq!(body, b"abcdefg");
         assert_eq!(trailers.unwrap()["x-checksum"], "7");
-        assert_eq!(headers["transfer-encoding"], "chunked");
+        assert_eq!(field(&headers, "transfer-encoding"), Some("chunked"));
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
 }
@@ -177,7 +219,7 @@ async fn head_204_and_304_have_no_body_whatever_the_headers_say() {
     let pool = connections();
     let (status, headers, body, _) = get(&pool, up.addr, &Method::HEAD).await.unwrap();
     assert_eq!((status, body.len()), (StatusCode::OK, 0));
-    assert_eq!(headers["content-length"], "1000");
+    assert_eq!(field(&headers, "content-length"), Some("1000"));
     let (status, _, body, _) = get(&pool, up.addr, &Method::GET).await.unwrap();
     assert_eq!((status, body.len()), (StatusCode::NO_CONTENT, 0));
     let (status, _, body, _) = get(&pool, up.addr, &Method::GET).await.unwrap();
@@ -200,7 +242,7 @@ async fn interim_responses_are_skipped() {
     .await;
     let (status, headers, body, _) = get(&connections(), up.addr, &Method::GET).await.unwrap();
     assert_eq!((status, body.as_slice()), (StatusCode::CREATED, &b"x"[..]));
-    assert!(!headers.contains_key("link"));
+    assert_eq!(field(&headers, "link"), None);
 }
 
 #[tokio::test]
@@ -259,18 +301,7 @@ async fn refused_connections_are_connect_errors() {
 async fn a_body_dropped_half_way_closes_its_connection() {
     let up = scripted(|_, _| reply("HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nabc")).await;
     let pool = connections();
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::HOST, HeaderValue::from_static("upstream"));
-    let head = RequestHead {
-        method: &Method::GET,
-        target: "/",
-        headers: &headers,
-    };
-    let res = pool
-        .send(up.addr, head, RequestBody::empty())
-        .await
-        .unwrap();
-    let mut body = res.into_body();
+    let (_, mut body) = open(&pool, up.addr).await;
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(first, Bytes::from_static(b"abc"));
     drop(body);
@@ -278,24 +309,64 @@ async fn a_body_dropped_half_way_closes_its_connection() {
 }
 
 #[tokio::test]
-async fn an_empty_post_carries_a_zero_length() {
+async fn a_chunked_request_body_is_sent_chunk_encoded() {
     let up = scripted(|_, _| reply("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
     let pool = connections();
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::HOST, HeaderValue::from_static("upstream"));
-    let head = RequestHead {
-        method: &Method::POST,
-        target: "/p",
-        headers: &headers,
-    };
-    // An empty POST says so (the upstream answered, so it has read the head).
-    pool.send(up.addr, head, RequestBody::empty())
+    // A client body: an HTTP/1 chunked one, read from an in-memory client connection.
+    let (mut client, mut server) = tokio::io::duplex(1024);
+    client
+        .write_all(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
         .await
         .unwrap();
-    assert_eq!(
-        up.received.lock().unwrap()[0],
-        "POST /p HTTP/1.1\r\nhost: upstream\r\ncontent-length: 0\r\n\r\n"
+    let mut buf = bytes::BytesMut::new();
+    let reader = crate::body::Http1Body::new(
+        &mut server,
+        &mut buf,
+        crate::wire::request::BodyFraming::Chunked,
     );
+    let mut body = RequestBody::http1(reader, 1000);
+    let request = Outgoing {
+        head: b"POST /p HTTP/1.1\r\nhost: upstream\r\ntransfer-encoding: chunked\r\n\r\n",
+        method: &Method::POST,
+        chunked: true,
+    };
+    let (status, _) = pool
+        .send(up.addr, request, &mut body, &mut |h, _| h.status)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let received = up.received.lock().unwrap()[0].clone();
+    assert!(
+        received.ends_with("\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+        "{received:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_the_clients_fault() {
+    let up = scripted(|_, _| reply("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
+    let pool = connections();
+    let (mut client, mut server) = tokio::io::duplex(1024);
+    client.write_all(b"0123456789").await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let reader = crate::body::Http1Body::new(
+        &mut server,
+        &mut buf,
+        crate::wire::request::BodyFraming::Length(10),
+    );
+    let mut body = RequestBody::http1(reader, 5);
+    let request = Outgoing {
+        head: b"POST /p HTTP/1.1\r\nhost: upstream\r\ncontent-length: 10\r\n\r\n",
+        method: &Method::POST,
+        chunked: false,
+    };
+    match pool
+        .send(up.addr, request, &mut body, &mut |h, _| h.status)
+        .await
+    {
+        Err(Error::RequestBody(e)) => assert!(crate::body::caused_by_body_limit(e.as_ref())),
+        other => panic!("expected a body error, got {:?}", other.map(|(s, _)| s)),
+    }
 }
 
 #[tokio::test]
@@ -305,19 +376,9 @@ async fn an_upgrade_hands_over_the_connection_and_early_bytes() {
     })
     .await;
     let pool = connections();
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::HOST, HeaderValue::from_static("upstream"));
-    let head = RequestHead {
-        method: &Method::GET,
-        target: "/",
-        headers: &headers,
-    };
-    let res = pool
-        .send(up.addr, head, RequestBody::empty())
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
-    let (_stream, early) = res.into_body().into_upgraded().unwrap();
+    let (status, body) = open(&pool, up.addr).await;
+    assert_eq!(status, StatusCode::SWITCHING_PROTOCOLS);
+    let (_stream, early) = body.into_upgraded().unwrap();
     assert_eq!(early, Bytes::from_static(b"hello"));
     assert_eq!(pool.idle_count(), 0);
 }

@@ -315,6 +315,91 @@ impl Body for Source {
     }
 }
 
+/// An upstream that answers every request head it reads with the same raw bytes, for
+/// framings hyper would not produce (a body delimited by the close, say). Request bodies are
+/// not read.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    /// Request heads received.
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a [`RawUpstream`] answering `reply`, closing the connection after it if `close`.
+pub async fn raw_upstream(reply: &'static [u8], close: bool) -> RawUpstream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let counter = counter.clone();
+            connections.spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n @ 1..) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        if stream.write_all(reply).await.is_err() || close {
+                            return;
+                        }
+                    }
+                }
+            });
+            while connections.try_join_next().is_some() {}
+        }
+    });
+    RawUpstream { addr, hits, task }
+}
+
+/// Reads one response (head, and a body by Content-Length or chunked, or none) from a raw
+/// client connection; returns the head as text and the body bytes as sent (chunk framing
+/// included).
+pub fn read_response(conn: &mut TcpStream) -> (String, Vec<u8>) {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).expect("a response head");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let lower = text.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if let Some(len) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        if !lower.starts_with("http/1.1 304") && !lower.starts_with("http/1.1 204") {
+            body.resize(len, 0);
+            conn.read_exact(&mut body).expect("the body");
+        }
+    } else if lower.contains("transfer-encoding: chunked") {
+        while !body.ends_with(b"0\r\n\r\n") {
+            conn.read_exact(&mut byte).expect("a chunked body");
+            body.push(byte[0]);
+        }
+    }
+    (text, body)
+}
+
 // ===== the proxy binary =====
 
 pub struct ProxyBuilder {

@@ -1,0 +1,275 @@
+//! The chunked transfer coding (RFC 9112 §7.1): decoded from upstream responses and client
+//! requests, encoded towards clients and upstreams whose body length is unknown.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::MAX_HEADERS;
+
+/// Longest chunk-size line (size, extensions, CRLF) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Largest trailer section accepted.
+const MAX_TRAILER_BYTES: usize = 64 * 1024;
+
+/// A body or head that is not valid HTTP/1.1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed(pub String);
+
+impl Malformed {
+    pub fn new(what: impl Into<String>) -> Malformed {
+        Malformed(what.into())
+    }
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed HTTP/1.1: {}", self.0)
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+/// Appends the chunk-size line for `len` bytes of data.
+pub fn push_chunk_header(out: &mut Vec<u8>, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(HEX[(len >> (4 * i)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk and an empty trailer section.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// What the chunked decoder found in the buffer.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The trailer section, after the last chunk (only when it has fields).
+    Trailers(HeaderMap),
+    /// The body is complete; nothing of it is left in the buffer.
+    Done,
+    /// Read more and call again.
+    NeedMore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk, this many bytes to go.
+    Data(u64),
+    /// After a chunk's data, expecting its CRLF.
+    DataEnd,
+    /// After the last chunk, expecting trailer fields and a blank line.
+    Trailers,
+    Done,
+}
+
+/// The chunked transfer coding, decoded incrementally from a buffer that fills up in pieces.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder {
+            state: ChunkState::Size,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Takes what it can from the front of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Malformed> {
+        loop {
+            match self.state {
+                ChunkState::Done => return Ok(Decoded::Done),
+                ChunkState::Size => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if !buf[0].is_ascii_hexdigit() {
+                        return Err(Malformed::new("chunk size"));
+                    }
+                    match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            let _ = buf.split_to(used);
+                            self.state = if size == 0 {
+                                ChunkState::Trailers
+                            } else {
+                                ChunkState::Data(size)
+                            };
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
+                            return Ok(Decoded::NeedMore)
+                        }
+                        _ => return Err(Malformed::new("chunk size")),
+                    }
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Malformed::new("chunk not followed by CRLF"));
+                    }
+                    let _ = buf.split_to(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let (used, trailers) = match httparse::parse_headers(buf, &mut slots) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::new();
+                            for f in fields.iter() {
+                                let name = HeaderName::from_bytes(f.name.as_bytes())
+                                    .map_err(|_| Malformed::new("trailer name"))?;
+                                let value = HeaderValue::from_bytes(f.value)
+                                    .map_err(|_| Malformed::new("trailer value"))?;
+                                trailers.append(name, value);
+                            }
+                            (used, trailers)
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() < MAX_TRAILER_BYTES => {
+                            return Ok(Decoded::NeedMore)
+                        }
+                        _ => return Err(Malformed::new("trailer section")),
+                    };
+                    let _ = buf.split_to(used);
+                    self.state = ChunkState::Done;
+                    if !trailers.is_empty() {
+                        return Ok(Decoded::Trailers(trailers));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Decodes `wire` fed to the decoder in pieces of `step` bytes.
+    fn decode_in_pieces(wire: &[u8], step: usize) -> Result<(Vec<u8>, HeaderMap), Malformed> {
+        let mut dec = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let (mut body, mut trailers) = (Vec::new(), HeaderMap::new());
+        let mut fed = 0;
+        loop {
+            match dec.decode(&mut buf)? {
+                Decoded::Data(d) => body.extend_from_slice(&d),
+                Decoded::Trailers(t) => trailers = t,
+                Decoded::Done => return Ok((body, trailers)),
+                Decoded::NeedMore => {
+                    if fed == wire.len() {
+                        return Err(Malformed::new("ended early"));
+                    }
+                    let end = (fed + step).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let wire = b"5;name=value\r\nhello\r\n1\r\n \r\n0\r\nX-Sum: 6\r\n\r\n";
+        let (body, trailers) = decode_in_pieces(wire, 1).unwrap();
+        assert_eq!(body, b"hello ");
+        assert_eq!(trailers["x-sum"], "6");
+        let (body, trailers) = decode_in_pieces(b"0\r\n\r\n", 100).unwrap();
+        assert!(body.is_empty() && trailers.is_empty());
+    }
+
+    #[test]
+    fn broken_chunked_bodies_are_malformed() {
+        for wire in [
+            &b"z\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"ffffffffffffffffff\r\n",
+        ] {
+            assert!(decode_in_pieces(wire, 3).is_err(), "{wire:?} accepted");
+        }
+        let endless_line = vec![b'1'; MAX_CHUNK_LINE + 1];
+        assert!(decode_in_pieces(&endless_line, 512).is_err());
+    }
+
+    proptest! {
+        /// Any body, chunked any way, read in pieces of any size, decodes to itself, and the
+        /// decoder leaves what follows the body in the buffer.
+        #[test]
+        fn chunked_round_trip(
+            body in proptest::collection::vec(any::<u8>(), 0..2000),
+            cuts in proptest::collection::vec(1usize..300, 1..20),
+            step in 1usize..64,
+        ) {
+            let mut wire = Vec::new();
+            let mut rest = &body[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                push_chunk_header(&mut wire, n);
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+                i += 1;
+            }
+            wire.extend_from_slice(LAST_CHUNK);
+            let (decoded, _) = decode_in_pieces(&wire, step).unwrap();
+            prop_assert_eq!(decoded, body);
+
+            let mut buf = BytesMut::from(&wire[..]);
+            buf.extend_from_slice(b"NEXT");
+            let mut dec = ChunkedDecoder::default();
+            while !matches!(dec.decode(&mut buf).unwrap(), Decoded::Done) {}
+            prop_assert_eq!(&buf[..], b"NEXT");
+        }
+
+        /// No input makes the decoder panic.
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut dec = ChunkedDecoder::default();
+            let mut buf = BytesMut::from(&bytes[..]);
+            for _ in 0..bytes.len() + 2 {
+                if !matches!(dec.decode(&mut buf), Ok(Decoded::Data(_))) {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_headers_are_lower_hex() {
+        for (len, text) in [(0, "0"), (9, "9"), (255, "ff"), (4096, "1000")] {
+            let mut out = Vec::new();
+            push_chunk_header(&mut out, len);
+            assert_eq!(out, format!("{text}\r\n").into_bytes());
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Client request heads, parsed in place and checked before anything is forwarded
+//! (RFC 9112 §3, §6). What is refused here never reaches an upstream: ambiguous body framing
+//! (the raw material of request smuggling), a missing, repeated or malformed Host, request
+//! targets a reverse proxy does not serve.
+
+use std::borrow::Cow;
+
+use http::{Method, Version};
+
+use super::{content_length, lists, tokens, Fields, Slots};
+
+/// How a request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    None,
+    /// Exactly this many bytes (never 0: that is `None`).
+    Length(u64),
+    /// The chunked transfer coding.
+    Chunked,
+}
+
+/// A request head, its fields still in the buffer it arrived in.
+#[derive(Debug)]
+pub struct RequestHead<'h, 'b> {
+    pub method: Method,
+    /// What goes on the upstream request line: path and query (origin-form), or `*`.
+    pub target: Cow<'b, str>,
+    /// The path alone, for routing.
+    pub path: &'b str,
+    pub version: Version,
+    /// The authority asked for: an absolute-form target's, else `Host`.
+    pub host: Option<&'b [u8]>,
+    pub fields: &'h [httparse::Header<'b>],
+    pub body: BodyFraming,
+    /// The client is willing to send another request on this connection.
+    pub keep_alive: bool,
+    /// The protocol an HTTP/1.1 client asks to switch to (`Connection: upgrade`).
+    pub upgrade: Option<&'b [u8]>,
+    /// `Expect: 100-continue`: the client waits for a go-ahead before sending the body.
+    pub expect_continue: bool,
+}
+
+/// Why a request head is refused, and so the status the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 431: more header fields than the proxy takes.
+    TooLarge,
+    /// 400: not a valid request, with what is wrong.
+    Bad(&'static str),
+    /// 405: a method a reverse proxy does not serve (CONNECT).
+    MethodNotAllowed,
+}
+
+/// Parses and checks the complete head `head` (it ends with its empty line).
+pub fn parse<'h, 'b>(
+    head: &'b [u8],
+    slots: &'h mut Slots<'b>,
+) -> Result<RequestHead<'h, 'b>, Refusal> {
+    let mut req = httparse::Request::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, head, slots);
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(_) => return Err(Refusal::Bad("malformed request head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
+        Err(httparse::Error::Version) => return Err(Refusal::Bad("unsupported HTTP version")),
+        Err(_) => return Err(Refusal::Bad("malformed request head")),
+    }
+    let httparse::Request {
+        method,
+        path: raw_target,
+        version,
+        headers: fields,
+    } = req;
+    let fields: &'h [httparse::Header<'b>] = fields;
+    let method = method
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or(Refusal::Bad("malformed method"))?;
+    if method == Method::CONNECT {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    let version = match version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let raw_target = raw_target.ok_or(Refusal::Bad("malformed request target"))?;
+    let (target, authority) = target(raw_target, &method)?;
+    let path: &'b str = match &target {
+        Cow::Borrowed(t) => {
+            let t: &'b str = t;
+            t.split('?').next().unwrap_or("/")
+        }
+        // Only an absolute-form target with a query and no path is rewritten.
+        Cow::Owned(_) => "/",
+    };
+
+    let mut hosts = field_values(fields, "host");
+    let host_field = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::Bad("more than one Host"));
+    }
+    let host = authority.or(host_field);
+    if host.is_none() && version == Version::HTTP_11 {
+        return Err(Refusal::Bad("missing Host"));
+    }
+    if host.is_some_and(|h| !is_authority(h)) {
+        return Err(Refusal::Bad("malformed Host"));
+    }
+
+    let body = framing(fields, version)?;
+    let keep_alive = if version == Version::HTTP_10 {
+        lists(fields, b"connection", b"keep-alive")
+    } else {
+        !lists(fields, b"connection", b"close")
+    };
+    let upgrade = (version == Version::HTTP_11 && lists(fields, b"connection", b"upgrade"))
+        .then(|| field_values(fields, "upgrade").next())
+        .flatten()
+        .filter(|p| !p.is_empty());
+    let expect_continue = fields
+        .values(b"expect")
+        .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+    Ok(RequestHead {
+        method,
+        target,
+        path,
+        version,
+        host,
+        fields,
+        body,
+        keep_alive,
+        upgrade,
+        expect_continue,
+    })
+}
+
+/// The values of the fields called `name`, borrowed from the head itself.
+fn field_values<'h, 'b>(
+    fields: &'h [httparse::Header<'b>],
+    name: &'static str,
+) -> impl Iterator<Item = &'b [u8]> + use<'h, 'b> {
+    fields
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// The origin-form target to forward and, for an absolute-form target, its authority.
+fn target<'b>(raw: &'b str, method: &Method) -> Result<(Cow<'b, str>, Option<&'b [u8]>), Refusal> {
+    if raw.starts_with('/') {
+        return Ok((Cow::Borrowed(raw), None));
+    }
+    if raw == "*" {
+        return if *method == Method::OPTIONS {
+            Ok((Cow::Borrowed(raw), None))
+        } else {
+            Err(Refusal::Bad("`*` is a target for OPTIONS only"))
+        };
+    }
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| {
+            raw.get(..scheme.len())
+                .filter(|s| s.eq_ignore_ascii_case(scheme))
+                .map(|_| &raw[scheme.len()..])
+        })
+        .ok_or(Refusal::Bad("malformed request target"))?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() {
+        return Err(Refusal::Bad("absolute-form target without a host"));
+    }
+    let target = match path.as_bytes().first() {
+        None => Cow::Borrowed("/"),
+        Some(b'/') => Cow::Borrowed(path),
+        Some(_) => Cow::Owned(format!("/{path}")),
+    };
+    Ok((target, Some(authority.as_bytes())))
+}
+
+/// RFC 9112 §6: a body is delimited by chunked (which must come last, once, and not with a
+/// Content-Length), or by one agreed Content-Length, or there is none.
+fn framing(fields: &[httparse::Header<'_>], version: Version) -> Result<BodyFraming, Refusal> {
+    let mut codings = fields.values(b"transfer-encoding").peekable();
+    if codings.peek().is_some() {
+        if version == Version::HTTP_10 {
+            return Err(Refusal::Bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if fields.values(b"content-length").next().is_some() {
+            return Err(Refusal::Bad("both Transfer-Encoding and Content-Length"));
+        }
+        let all: Vec<&[u8]> = codings.flat_map(tokens).collect();
+        let chunked = all
+            .iter()
+            .filter(|t| t.eq_ignore_ascii_case(b"chunked"))
+            .count();
+        let last_chunked = all
+            .last()
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        if chunked != 1 || !last_chunked {
+            return Err(Refusal::Bad("Transfer-Encoding must end in one chunked"));
+        }
+        return Ok(BodyFraming::Chunked);
+    }
+    match content_length(fields) {
+        Ok(None | Some(0)) => Ok(BodyFraming::None),
+        Ok(Some(n)) => Ok(BodyFraming::Length(n)),
+        Err(_) => Err(Refusal::Bad("malformed Content-Length")),
+    }
+}
+
+/// A host with an optional port, or an IP literal: unreserved, sub-delims, `:`, `[`, `]`
+/// and percent-encoding (RFC 3986 authority without userinfo).
+fn is_authority(host: &[u8]) -> bool {
+    host.iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> Refusal {
+        let mut slots = crate::wire::slots();
+        parse(text.as_bytes(), &mut slots).expect_err(text)
+    }
+
+    #[test]
+    fn an_ordinary_request() {
+        let text = b"GET /a/b?c=d HTTP/1.1\r\nHost: shop.example:8080\r\nAccept: */*\r\n\r\n";
+        let mut slots = crate::wire::slots();
+        let h = parse(text, &mut slots).unwrap();
+        assert_eq!(h.method, Method::GET);
+        assert_eq!(h.target, "/a/b?c=d");
+        assert_eq!(h.path, "/a/b");
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.host, Some(&b"shop.example:8080"[..]));
+        assert_eq!(h.fields.len(), 2);
+        assert_eq!(h.body, BodyFraming::None);
+        assert!(h.keep_alive && h.upgrade.is_none() && !h.expect_continue);
+    }
+
+    #[test]
+    fn absolute_form_targets_become_origin_form_and_name_the_host() {
+        let text = b"GET http://api.example/v1?x HTTP/1.1\r\nHost: other\r\n\r\n";
+        let mut slots = crate::wire::slots();
+        let h = parse(text, &mut slots).unwrap();
+        assert_eq!((h.target.as_ref(), h.path), ("/v1?x", "/v1"));
+        assert_eq!(h.host, Some(&b"api.example"[..]));
+        let text = b"GET HTTP://api.example HTTP/1.1\r\nHost: api.example\r\n\r\n";
+        let mut slots = crate::wire::slots();
+        assert_eq!(parse(text, &mut slots).unwrap().target, "/");
+        let text = b"GET http://api.example?q HTTP/1.1\r\nHost: api.example\r\n\r\n";
+        let mut slots = crate::wire::slots();
+        assert_eq!(parse(text, &mut slots).unwrap().target, "/?q");
+    }
+
+    #[test]
+    fn framing_is_unambiguous_or_refused() {
+        let body = |text: &str| {
+            let mut slots = crate::wire::slots();
+            parse(text.as_bytes(), &mut slots).map(|h| h.body)
+        };
+        assert_eq!(
+            body("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
+            Ok(BodyFraming::Length(5))
+        );
+        assert_eq!(
+            body("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Ok(BodyFraming::Chunked)
+        );
+        assert_eq!(
+            body("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"),
+            Ok(BodyFraming::None)
+        );
+        // The classic smuggling shapes.
+        for text in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+        ] {
+            assert!(
+                matches!(refused(text), Refusal::Bad(_)),
+                "{text:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_are_required_single_and_well_formed() {
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\n\r\n"),
+            Refusal::Bad("missing Host")
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Refusal::Bad("more than one Host")
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            Refusal::Bad("malformed Host")
+        );
+        let mut slots = crate::wire::slots();
+        let h = parse(b"GET / HTTP/1.0\r\n\r\n", &mut slots).unwrap();
+        assert_eq!((h.host, h.keep_alive), (None, false));
+    }
+
+    #[test]
+    fn targets_and_methods_a_reverse_proxy_does_not_serve() {
+        assert_eq!(
+            refused("CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n"),
+            Refusal::MethodNotAllowed
+        );
+        assert!(matches!(
+            refused("GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Refusal::Bad(_)
+        ));
+        assert!(matches!(
+            refused("GET a.example HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Refusal::Bad(_)
+        ));
+        assert!(matches!(
+            refused("GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
+            Refusal::Bad(_)
+        ));
+        assert!(matches!(
+            refused("GET / HTTP/1.1\r\nHost: a\r\nbad header\r\n\r\n"),
+            Refusal::Bad(_)
+        ));
+        assert!(matches!(
+            refused("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"),
+            Refusal::Bad(_)
+        ));
+        let many: String = (0..101).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert_eq!(
+            refused(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+            Refusal::TooLarge
+        );
+        let mut slots = crate::wire::slots();
+        let h = parse(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", &mut slots).unwrap();
+        assert_eq!(h.target, "*");
+    }
+
+    #[test]
+    fn connection_options() {
+        let mut slots = crate::wire::slots();
+        let text = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let h = parse(text, &mut slots).unwrap();
+        assert_eq!(h.upgrade, Some(&b"websocket"[..]));
+        let mut slots = crate::wire::slots();
+        let text = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        assert!(!parse(text, &mut slots).unwrap().keep_alive);
+        let mut slots = crate::wire::slots();
+        let text = b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
+        assert!(parse(text, &mut slots).unwrap().keep_alive);
+        let mut slots = crate::wire::slots();
+        let text =
+            b"PUT /f HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n";
+        assert!(parse(text, &mut slots).unwrap().expect_continue);
+    }
+
+    proptest::proptest! {
+        /// No input makes the parser panic, and whatever it accepts has a target it can
+        /// forward and unambiguous framing.
+        #[test]
+        fn parsing_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let mut slots = crate::wire::slots();
+            if let Ok(h) = parse(&bytes, &mut slots) {
+                proptest::prop_assert!(h.target.starts_with('/') || h.target == "*");
+                let te = h.fields.values(b"transfer-encoding").next().is_some();
+                let cl = h.fields.values(b"content-length").next().is_some();
+                proptest::prop_assert!(!(te && cl));
+            }
+        }
+    }
+}
