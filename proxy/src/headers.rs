@@ -182,6 +182,33 @@ fn kind(name: &[u8]) -> Kind {
     }
 }
 
+/// Each field's [`Kind`], worked out in the first pass and read in the second.
+struct Kinds {
+    known: [Kind; crate::wire::MAX_HEADERS],
+}
+
+impl Kinds {
+    fn new() -> Self {
+        Kinds {
+            known: [Kind::Other; crate::wire::MAX_HEADERS],
+        }
+    }
+
+    /// Field `i`'s kind, remembered (a field list longer than httparse's, from HTTP/2, is
+    /// classified again past the end).
+    fn classify(&mut self, i: usize, name: &[u8]) -> Kind {
+        let k = kind(name);
+        if let Some(slot) = self.known.get_mut(i) {
+            *slot = k;
+        }
+        k
+    }
+
+    fn get(&self, i: usize, name: &[u8]) -> Kind {
+        self.known.get(i).copied().unwrap_or_else(|| kind(name))
+    }
+}
+
 /// Field names listed by `Connection`: hop-by-hop for this message too. Kept inline for
 /// the usual handful.
 #[derive(Default)]
@@ -270,8 +297,9 @@ pub fn forward_request<'f, F: Fields + ?Sized>(
         (false, false, false, false);
     let (mut has_proto, mut has_host) = (false, false);
     let mut id = None;
-    for (name, value) in fields.pairs() {
-        match kind(name) {
+    let mut kinds = Kinds::new();
+    for (i, (name, value)) in fields.pairs().enumerate() {
+        match kinds.classify(i, name) {
             Kind::Connection => named.add_list(value),
             Kind::Te => te_trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers")),
             Kind::ForwardedFor => prior_xff = true,
@@ -284,8 +312,8 @@ pub fn forward_request<'f, F: Fields + ?Sized>(
         }
     }
 
-    for (name, value) in fields.pairs() {
-        let keep = match kind(name) {
+    for (i, (name, value)) in fields.pairs().enumerate() {
+        let keep = match kinds.get(i, name) {
             Kind::HopByHop | Kind::Connection | Kind::Te | Kind::Upgrade => false,
             Kind::ForwardedFor | Kind::Forwarded | Kind::Via => false,
             Kind::ForwardedProto | Kind::ForwardedHost => trusted,
@@ -368,8 +396,9 @@ pub fn forward_response<F: Fields + ?Sized>(
 ) {
     let mut named = Named::default();
     let (mut prior_via, mut has_date, mut has_id) = (false, false, false);
-    for (name, value) in fields.pairs() {
-        match kind(name) {
+    let mut kinds = Kinds::new();
+    for (i, (name, value)) in fields.pairs().enumerate() {
+        match kinds.classify(i, name) {
             Kind::Connection => named.add_list(value),
             Kind::Via => prior_via = true,
             Kind::Date => has_date = true,
@@ -377,8 +406,8 @@ pub fn forward_response<F: Fields + ?Sized>(
             _ => {}
         }
     }
-    for (name, value) in fields.pairs() {
-        let keep = match kind(name) {
+    for (i, (name, value)) in fields.pairs().enumerate() {
+        let keep = match kinds.get(i, name) {
             Kind::HopByHop | Kind::Connection | Kind::Te | Kind::Via => false,
             Kind::Upgrade => rules.switching,
             Kind::ContentLength => rules.keep_length,
