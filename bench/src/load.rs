@@ -3,8 +3,11 @@
 //!   whatever the answers do, and each latency is measured from the request's *intended* send
 //!   time, so a stall is charged to every request it delayed (no coordinated omission; Gil
 //!   Tene's point, wrk2's method);
-//! - closed loop ([`closed_loop`]): N keep-alive connections, each sending its next request as
-//!   soon as the last answered: the maximum throughput, wrk's method.
+//! - closed loop: N keep-alive connections, each sending its next request as soon as the last
+//!   answered: the maximum throughput. With `wrk` on PATH it is wrk itself ([`wrk`], one
+//!   thread, as the published HAProxy and nginx figures are measured), which costs far less
+//!   CPU per request than a Rust HTTP client sharing the machine's two cores with the systems
+//!   under test; without, the built-in [`closed_loop`].
 //!
 //! Percentiles come from an HdrHistogram; answers are also counted per 100 ms for throughput
 //! over time. A progress line on stderr shows each run as it goes.
@@ -204,6 +207,79 @@ pub async fn open_loop(
     }
     drop(progress);
     Stats::from_histogram(&hist, total, failed, start.elapsed(), timeline.0)
+}
+
+/// Who drove a closed-loop run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Generator {
+    Wrk,
+    BuiltIn,
+}
+
+/// What wrk prints when its run is done: one line, read back by [`wrk`].
+const WRK_SCRIPT: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %d %d %d %d %d %d %d %d", summary.requests, summary.duration,
+    e.connect, e.read, e.write, e.status, e.timeout, latency.max))
+  for _, p in ipairs({50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99}) do
+    io.write(string.format(" %d", latency:percentile(p)))
+  end
+  io.write("\n")
+end
+"#;
+
+/// wrk (`-t1 -c<connections>`) against `url` for `duration` (whole seconds, at least one),
+/// or `None` when wrk cannot be run. Every error wrk counts (connect, read, write, timeout,
+/// non-2xx/3xx) is a failed request; wrk keeps no timeline.
+pub async fn wrk(label: &str, url: &str, connections: usize, duration: Duration) -> Option<Stats> {
+    let script = std::env::temp_dir().join(format!("mc-bench-wrk-{}.lua", std::process::id()));
+    std::fs::write(&script, WRK_SCRIPT).ok()?;
+    let secs = duration.as_secs_f64().round().max(1.0) as u64;
+    eprint!("\r  {label}: wrk -t1 -c{connections} -d{secs}s   ");
+    let output = tokio::process::Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{secs}s")])
+        .args(["--timeout", &format!("{}s", REQUEST_TIMEOUT.as_secs())])
+        .arg("-s")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .await
+        .ok()?;
+    eprint!("\r\x1b[K");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let numbers: Vec<u64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("WRK "))?
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [requests, duration_us, connect, read, write, status, timeout, max_us, ref percentiles @ ..] =
+        numbers[..]
+    else {
+        return None;
+    };
+    let failed = (connect + read + write + status + timeout).min(requests);
+    let ok = requests - failed;
+    let ms = |us: u64| us as f64 / 1000.0;
+    let at = |i: usize| percentiles.get(i).copied().map_or(0.0, ms);
+    Some(Stats {
+        sent: requests,
+        ok,
+        failed,
+        p50_ms: at(0),
+        p99_ms: at(4),
+        p999_ms: at(6),
+        max_ms: ms(max_us),
+        throughput: ok as f64 / (duration_us.max(1) as f64 / 1e6),
+        curve: CURVE_QUANTILES
+            .iter()
+            .zip(percentiles)
+            .map(|(&q, &us)| (q, ms(us)))
+            .collect(),
+        timeline: Vec::new(),
+    })
 }
 
 /// `connections` keep-alive connections to `url`, each sending a GET as soon as the last one

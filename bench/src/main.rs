@@ -66,12 +66,32 @@ struct Cli {
     seed: u64,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.scenario == Scenario::Upstream {
-        return serve_upstream(&cli).await;
+        // One thread: an upstream process should take as little of the machine as it can,
+        // leaving it to the systems under test.
+        return match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(serve_upstream(&cli)),
+            Err(e) => {
+                eprintln!("bench upstream: cannot start a runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(bench(cli)),
+        Err(e) => {
+            eprintln!("bench: cannot start a runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(cli: Cli) -> ExitCode {
     if !cli.proxy_bin.is_file() {
         eprintln!(
             "bench: {} not found; build it first (cargo build --release -p proxy) or pass --proxy-bin",

@@ -43,7 +43,10 @@ pub fn markdown(outcome: &Outcome) -> String {
             "-".into()
         };
         let load = if r.connections > 0 {
-            format!("closed, {} conns", r.connections)
+            match r.generator {
+                Some(crate::load::Generator::Wrk) => format!("wrk, {} conns", r.connections),
+                _ => format!("closed, {} conns", r.connections),
+            }
         } else if r.rate > 0.0 {
             format!("{:.0}/s", r.rate)
         } else {

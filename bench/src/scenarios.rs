@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::load::{closed_loop, histogram, open_loop, Stats};
+use crate::load::{closed_loop, histogram, open_loop, wrk, Generator, Stats};
 use crate::service::{self, Backing, CacheMode, Http};
 use crate::systems::{self, on_path, System, Tuning};
 use crate::upstream::{Profile, Upstream, UpstreamProcess};
@@ -37,6 +37,8 @@ pub struct Row {
     pub rate: f64,
     /// Closed loop: the connections; 0 for open loop.
     pub connections: usize,
+    /// Closed loop: who drove it.
+    pub generator: Option<Generator>,
     #[serde(flatten)]
     pub stats: Stats,
     /// CPU seconds the system under test used during the run.
@@ -163,11 +165,23 @@ async fn measure_max(
     let label = format!("{scenario}: {name}");
     let cpu = || system.map_or(0.0, System::cpu_seconds);
     let cpu_before = cpu();
-    let stats = closed_loop(&label, url, connections, duration).await;
+    let by_wrk = if on_path("wrk") {
+        wrk(&label, url, connections, duration).await
+    } else {
+        None
+    };
+    let (stats, generator) = match by_wrk {
+        Some(stats) => (stats, Generator::Wrk),
+        None => (
+            closed_loop(&label, url, connections, duration).await,
+            Generator::BuiltIn,
+        ),
+    };
     Row {
         scenario: scenario.into(),
         system: name.into(),
         connections,
+        generator: Some(generator),
         cpu_seconds: cpu() - cpu_before,
         stats,
         ..Row::default()
@@ -304,7 +318,12 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     let mut outcome = Outcome::default();
     let rate = 5000.0 * opts.rate_scale;
-    let ups = match fixed_upstreams(&[0, 0, 0]).await {
+    // Upstreams in processes of their own, as they would be: not sharing the load
+    // generator's runtime.
+    let ups: Result<Vec<UpstreamProcess>, String> = (1..=3)
+        .map(|seed| UpstreamProcess::start(&opts.bench_bin, "0ms", seed))
+        .collect();
+    let ups = match ups {
         Ok(u) => u,
         Err(e) => {
             outcome.skipped.push(format!("overhead: {e}"));

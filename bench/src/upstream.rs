@@ -1,5 +1,8 @@
-//! Synthetic upstreams: hyper servers on loopback that answer a small fixed JSON body after a
-//! latency (fixed, or drawn from an exponential distribution), with a given share of 500s.
+//! Synthetic upstreams: HTTP/1.1 servers on loopback that answer a small fixed JSON body after
+//! a latency (fixed, or drawn from an exponential distribution), with a given share of 500s.
+//! They are deliberately lean (a head parsed with httparse, one prepared answer written
+//! whole; no HTTP library), so that on a small machine the upstreams take as little CPU as
+//! nginx serving a static body would, and the systems under test get the rest.
 //! [`UpstreamProcess`] runs one in a process of its own (`bench upstream`), to be SIGKILLed,
 //! restarted on its port, and SIGSTOPped like a real server.
 //!
@@ -7,15 +10,11 @@
 //! with a 2 ms mean), `exp:2ms/0.05` (and 5 % of answers are 500). Random draws come from an
 //! RNG seeded per upstream and connection, so a run's sequence of latencies is reproducible.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// What every upstream answers: a course-sized JSON body.
 pub const BODY: &str =
@@ -123,35 +122,11 @@ impl Upstream {
                 };
                 let _ = stream.set_nodelay(true);
                 accepted += 1;
-                let rng = std::sync::Mutex::new(fastrand::Rng::with_seed(
+                let rng = fastrand::Rng::with_seed(
                     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
                         .wrapping_add(accepted),
-                ));
-                connections.spawn(async move {
-                    let svc = service_fn(move |_req| {
-                        let (latency, error) =
-                            profile.draw(&mut rng.lock().unwrap_or_else(|p| p.into_inner()));
-                        async move {
-                            if !latency.is_zero() {
-                                tokio::time::sleep(latency).await;
-                            }
-                            let mut res = hyper::Response::new(Full::new(Bytes::from_static(
-                                BODY.as_bytes(),
-                            )));
-                            if error {
-                                *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-                            }
-                            res.headers_mut().insert(
-                                http::header::CONTENT_TYPE,
-                                http::HeaderValue::from_static("application/json"),
-                            );
-                            Ok::<_, Infallible>(res)
-                        }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                );
+                connections.spawn(serve(stream, profile, rng));
                 while connections.try_join_next().is_some() {}
             }
         }));
@@ -169,6 +144,69 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The two answers, written whole.
+fn answer(error: bool) -> &'static [u8] {
+    static OK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    static FAILED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let build = |status: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        )
+        .into_bytes()
+    };
+    if error {
+        FAILED.get_or_init(|| build("500 Internal Server Error"))
+    } else {
+        OK.get_or_init(|| build("200 OK"))
+    }
+}
+
+/// One client connection: each request head gets the profile's answer after its latency.
+/// Request bodies (by Content-Length) are read and dropped; a malformed head ends the
+/// connection.
+async fn serve(mut stream: TcpStream, profile: Profile, mut rng: fastrand::Rng) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut fields);
+        let (head, body) = match req.parse(&buf) {
+            Ok(httparse::Status::Complete(head)) => {
+                let body = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                    .unwrap_or(0usize);
+                (head, body)
+            }
+            Ok(httparse::Status::Partial) => {
+                match stream.read(&mut chunk).await {
+                    Ok(n @ 1..) => buf.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+                continue;
+            }
+            Err(_) => return,
+        };
+        while buf.len() < head + body {
+            match stream.read(&mut chunk).await {
+                Ok(n @ 1..) => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+        buf.drain(..head + body);
+        let (latency, error) = profile.draw(&mut rng);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if stream.write_all(answer(error)).await.is_err() {
+            return;
+        }
     }
 }
 

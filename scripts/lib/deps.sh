@@ -66,3 +66,22 @@ ensure_rust() {
 ensure_redis() {
   ensure_apt redis-server redis-server
 }
+
+# ensure_bench_peers: HAProxy, nginx and wrk for scripts/bench, installed with apt-get when
+# missing (as root, or with sudo). They are optional: a peer that cannot be installed is
+# reported by the harness as skipped. MC_BENCH_NO_INSTALL=1 installs nothing.
+ensure_bench_peers() {
+  [ "${MC_BENCH_NO_INSTALL:-0}" = 1 ] && return 0
+  local cmd pkg
+  for pair in haproxy:haproxy nginx:nginx-light wrk:wrk; do
+    cmd=${pair%%:*} pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 && continue
+    if ! (ensure_apt "$cmd" "$pkg") 2>/dev/null; then
+      log "warning: could not install $pkg; the benchmarks will skip it"
+      continue
+    fi
+    # Debian starts a system nginx on port 80; the harness runs its own.
+    [ "$cmd" = nginx ] && { invoke-rc.d nginx stop >/dev/null 2>&1 || true; }
+  done
+  return 0
+}
