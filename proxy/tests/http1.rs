@@ -223,3 +223,44 @@ async fn http2_with_prior_knowledge_works_on_the_plain_listener() {
         assert_eq!(seen["headers"]["host"][0], p.http.to_string());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_its_upstream_freed() {
+    let up = Upstream::start("bulk").await;
+    let p = proxy()
+        .upstream(&up)
+        .proxy_toml("[timeouts]\nidle = \"1s\"")
+        .start()
+        .await;
+    let mut conn = connect(p.http);
+    conn.write_all(b"GET /source?bytes=1073741824 HTTP/1.1\r\nhost: a\r\n\r\n")
+        .unwrap();
+    let (p, addr) = (&p, up.addr);
+    support::eventually(
+        "the download to start",
+        Duration::from_secs(10),
+        || async move { p.endpoint_view(addr).await["in_flight"].as_u64() == Some(1) },
+    )
+    .await;
+    // This client reads nothing: once the socket buffers are full, nothing moves for
+    // `timeouts.idle`, and the proxy gives up on the response.
+    support::eventually(
+        "the stalled response to be dropped",
+        Duration::from_secs(15),
+        || async move { p.endpoint_view(addr).await["in_flight"].as_u64() == Some(0) },
+    )
+    .await;
+    let mut sink = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    loop {
+        match conn.read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("the proxy should have closed the connection: {e}"),
+        }
+    }
+    assert!(
+        total < 1 << 30,
+        "the whole GiB arrived: nothing was cut off"
+    );
+}

@@ -46,6 +46,8 @@ const INLINE_BODY: usize = 16 * 1024;
 /// (so the client is not reset before it has read the answer), and for how long at most.
 const LINGER_BYTES: usize = 1024 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
+/// How long the proxy's own short answer may take to go out before the connection is dropped.
+const LOCAL_ANSWER_TIME: Duration = Duration::from_secs(5);
 /// The first bytes of the HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -302,7 +304,8 @@ impl Connection {
             self.tunnel(io, buf, answer).await;
             return Next::Switched;
         }
-        let written = write_body(io, &mut self.out, &mut answer.body, framing).await;
+        let stall = proxy.timeouts().idle;
+        let written = write_body(io, &mut self.out, &mut answer.body, framing, stall).await;
         drop(answer);
         match (written.is_ok() && keep_alive, body_read) {
             (true, _) => Next::KeepAlive,
@@ -343,7 +346,7 @@ impl Connection {
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(e.text().as_bytes());
-        let _ = io.write_all(out).await;
+        let _ = within(LOCAL_ANSWER_TIME, io.write_all(out)).await;
     }
 
     /// The upstream switched protocols: the 101 goes to the client, then bytes are copied
@@ -445,18 +448,22 @@ async fn write_body<S: AsyncWrite + Unpin>(
     out: &mut Vec<u8>,
     body: &mut UpstreamBody,
     framing: ToClient,
+    stall: Duration,
 ) -> Result<(), ()> {
     let chunked = framing == ToClient::Chunked;
     if framing == ToClient::None {
-        return flush(io, out).await;
+        return flush(io, out, stall).await;
     }
     loop {
         let frame = match frame_now(body).await {
             Some(frame) => frame,
             None => {
-                // Nothing more yet: send what there is, then wait.
-                flush(io, out).await?;
-                body.frame().await
+                // Nothing more yet: send what there is, then wait (an upstream that stalls
+                // mid-body for `stall` ends the response).
+                flush(io, out, stall).await?;
+                within(stall, body.frame()).await.map_err(|()| {
+                    tracing::debug!(?stall, "upstream body stalled");
+                })?
             }
         };
         match frame {
@@ -464,11 +471,11 @@ async fn write_body<S: AsyncWrite + Unpin>(
                 if chunked {
                     out.extend_from_slice(LAST_CHUNK);
                 }
-                return flush(io, out).await;
+                return flush(io, out, stall).await;
             }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "upstream body failed");
-                let _ = flush(io, out).await;
+                let _ = flush(io, out, stall).await;
                 return Err(());
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -480,14 +487,16 @@ async fn write_body<S: AsyncWrite + Unpin>(
                     if data.len() <= INLINE_BODY {
                         out.extend_from_slice(&data);
                     } else {
-                        flush(io, out).await?;
-                        io.write_all(&data).await.map_err(|_| ())?;
+                        flush(io, out, stall).await?;
+                        within(stall, io.write_all(&data))
+                            .await
+                            .and_then(|r| r.map_err(|_| ()))?;
                     }
                     if chunked {
                         out.extend_from_slice(b"\r\n");
                     }
                     if out.len() >= INLINE_BODY {
-                        flush(io, out).await?;
+                        flush(io, out, stall).await?;
                     }
                 }
                 Err(frame) => {
@@ -498,7 +507,7 @@ async fn write_body<S: AsyncWrite + Unpin>(
                             write::push_field(out, name.as_str().as_bytes(), value.as_bytes());
                         }
                         out.extend_from_slice(b"\r\n");
-                        return flush(io, out).await;
+                        return flush(io, out, stall).await;
                     }
                 }
             },
@@ -517,12 +526,40 @@ async fn frame_now(
     .await
 }
 
-async fn flush<S: AsyncWrite + Unpin>(io: &mut S, out: &mut Vec<u8>) -> Result<(), ()> {
+/// Writes `out` to the client, giving up if the client takes in nothing for `stall`.
+async fn flush<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    stall: Duration,
+) -> Result<(), ()> {
     if !out.is_empty() {
-        io.write_all(out).await.map_err(|_| ())?;
+        match within(stall, io.write_all(out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(()),
+            Err(()) => {
+                tracing::debug!(?stall, "client stopped reading");
+                return Err(());
+            }
+        }
         out.clear();
     }
     Ok(())
+}
+
+/// `fut`, bounded by `limit`; the timer is only armed if `fut` does not finish at once (the
+/// common case for a write into a socket with room, or a body already buffered), so the
+/// bound costs nothing on the fast path.
+async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Result<F::Output, ()> {
+    let mut fut = std::pin::pin!(fut);
+    let first = poll_fn(|cx| match fut.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    match first {
+        Some(out) => Ok(out),
+        None => tokio::time::timeout(limit, fut).await.map_err(|_| ()),
+    }
 }
 
 /// Before closing on a client that may still be sending (a body the proxy did not read):
