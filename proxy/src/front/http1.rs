@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use crate::balance::InFlight;
 use crate::body::{Http1Body, RequestBody};
 use crate::forward::{via_version, Answer, Proxy, Request, Respond};
 use crate::headers::{self, Peer, ResponseRules};
@@ -305,8 +306,17 @@ impl Connection {
             return Next::Switched;
         }
         let stall = proxy.timeouts().idle;
-        let written = write_body(io, &mut self.out, &mut answer.body, framing, stall).await;
-        drop(answer);
+        let mut in_flight = Some(answer.in_flight);
+        let written = write_body(
+            io,
+            &mut self.out,
+            &mut answer.body,
+            &mut in_flight,
+            framing,
+            stall,
+        )
+        .await;
+        drop(in_flight);
         match (written.is_ok() && keep_alive, body_read) {
             (true, _) => Next::KeepAlive,
             (false, true) => Next::Close,
@@ -447,11 +457,13 @@ async fn write_body<S: AsyncWrite + Unpin>(
     io: &mut S,
     out: &mut Vec<u8>,
     body: &mut UpstreamBody,
+    in_flight: &mut Option<InFlight>,
     framing: ToClient,
     stall: Duration,
 ) -> Result<(), ()> {
     let chunked = framing == ToClient::Chunked;
     if framing == ToClient::None {
+        in_flight.take();
         return flush(io, out, stall).await;
     }
     loop {
@@ -468,6 +480,9 @@ async fn write_body<S: AsyncWrite + Unpin>(
         };
         match frame {
             None => {
+                // The upstream's part is over: it no longer counts this request in flight,
+                // however long the client takes to read the rest.
+                in_flight.take();
                 if chunked {
                     out.extend_from_slice(LAST_CHUNK);
                 }
