@@ -514,6 +514,7 @@ pub async fn cache(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
                 continue;
             }
         };
+        service::wait_idle(&instances).await;
         let url = format!("{}api/courses", proxy.url);
         // CPU is left out: it is spread over the proxy and three instances.
         let row = measure_max(
@@ -527,6 +528,7 @@ pub async fn cache(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         .await;
         outcome.rows.push(row);
         if mode != CacheMode::Off {
+            service::wait_idle(&instances).await;
             match freshness(&instances, mode.label(), opts.duration).await {
                 Ok(row) => outcome.rows.push(row),
                 Err(e) => outcome.skipped.push(format!("cache-freshness: {e}")),

@@ -247,6 +247,32 @@ impl Http {
 }
 
 /// The addresses of `systems` (for our proxy's upstream list).
+/// Waits (30 s at most) until no instance is handling a request: a closed-loop run leaves the
+/// database with a backlog of queries its clients gave up on, which must not be charged to
+/// the next run.
+pub async fn wait_idle(instances: &[System]) {
+    let http = Http::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for system in instances {
+        let url = format!("{}metrics", system.url);
+        while Instant::now() < deadline {
+            let busy = match http.get(&url).await {
+                Ok((200, _, body)) => String::from_utf8_lossy(&body)
+                    .lines()
+                    .filter(|l| l.starts_with("course_service_http_requests_in_flight "))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    // The scrape itself is one.
+                    .any(|n| n > 1.0),
+                _ => false,
+            };
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 pub fn addrs(systems: &[System]) -> Vec<SocketAddr> {
     systems
         .iter()

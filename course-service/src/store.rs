@@ -2,10 +2,17 @@
 //! timeout, timed into `db_operation_duration_seconds`, and classified into a `StoreError` the
 //! API maps to a status (duplicate → 409, unreachable → 503).
 //!
+//! Each operation runs as a task of its own, and the request only waits for it. The driver
+//! must not have an operation's future dropped half-way (its connection is then lost to the
+//! pool, and under a burst of abandoned requests the pool wedges: every later operation times
+//! out). A request that is cancelled (its client went away) or gives up (the operation
+//! timeout) leaves its operation to finish in the background, bounded on the server by
+//! `maxTimeMS` where the operation takes one.
+//!
 //! Writes use majority write concern and retryable writes (set on the client), so an
 //! acknowledged write survives a primary failover in a replica set.
 
-use std::future::IntoFuture;
+use std::future::Future;
 use std::time::Duration;
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
@@ -126,9 +133,11 @@ impl CourseStore {
                 .options(named("created_at"))
                 .build(),
         ];
-        self.timed("create_indexes", self.courses.create_indexes(indexes))
-            .await
-            .map(|_| ())
+        self.timed("create_indexes", |c| async move {
+            c.create_indexes(indexes).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Opens a change stream on the courses collection (every insert, update, delete).
@@ -151,14 +160,18 @@ impl CourseStore {
     /// Round-trips a `ping` within `deadline`: the readiness check.
     pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
         let started = Instant::now();
-        let res = tokio::time::timeout(deadline, self.db.run_command(doc! { "ping": 1 })).await;
+        // A task of its own, as every operation (see the module doc).
+        let db = self.db.clone();
+        let ping = tokio::spawn(async move { db.run_command(doc! { "ping": 1 }).await });
+        let res = tokio::time::timeout(deadline, ping).await;
         self.metrics
             .db_duration
             .with_label_values(&["ping"])
             .observe(started.elapsed().as_secs_f64());
         match res {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.classify("ping", e)),
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(self.classify("ping", e)),
+            Ok(Err(join)) => Err(StoreError::Other(format!("ping task failed: {join}"))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "ping took longer than {deadline:?}"
             ))),
@@ -168,29 +181,36 @@ impl CourseStore {
     /// One page of the listing and the total number of matches, queried concurrently.
     pub async fn list(&self, q: &ListQuery) -> Result<(Vec<CourseDoc>, u64), StoreError> {
         let filter = q.filter();
-        let find = async {
-            let mut cursor = self
-                .courses
-                .find(filter.clone())
-                .sort(q.sort.to_document())
-                .skip(q.skip())
-                .limit(i64::from(q.per_page))
+        let (sort, skip, limit) = (q.sort.to_document(), q.skip(), i64::from(q.per_page));
+        let max_time = self.op_timeout;
+        let find_filter = filter.clone();
+        let find = self.timed("find", move |c| async move {
+            let mut cursor = c
+                .find(find_filter)
+                .sort(sort)
+                .skip(skip)
+                .limit(limit)
+                .max_time(max_time)
                 .await?;
-            let mut items = Vec::with_capacity(q.per_page as usize);
+            let mut items = Vec::with_capacity(usize::try_from(limit).unwrap_or(0));
             while cursor.advance().await? {
                 items.push(cursor.deserialize_current()?);
             }
             Ok(items)
-        };
-        let count = self.courses.count_documents(filter.clone());
-        let (items, total) =
-            tokio::try_join!(self.timed("find", find), self.timed("count", count))?;
+        });
+        let count = self.timed("count", move |c| async move {
+            c.count_documents(filter).max_time(max_time).await
+        });
+        let (items, total) = tokio::try_join!(find, count)?;
         Ok((items, total))
     }
 
     pub async fn get(&self, id: ObjectId) -> Result<Option<CourseDoc>, StoreError> {
-        self.timed("find_one", self.courses.find_one(doc! { "_id": id }))
-            .await
+        let max_time = self.op_timeout;
+        self.timed("find_one", move |c| async move {
+            c.find_one(doc! { "_id": id }).max_time(max_time).await
+        })
+        .await
     }
 
     /// Inserts a new course at version 1.
@@ -211,7 +231,12 @@ impl CourseStore {
             updated_at: now,
             version: 1,
         };
-        self.timed("insert", self.courses.insert_one(&doc)).await?;
+        let inserted = doc.clone();
+        self.timed(
+            "insert",
+            move |c| async move { c.insert_one(inserted).await },
+        )
+        .await?;
         Ok(doc)
     }
 
@@ -232,13 +257,13 @@ impl CourseStore {
             "updated_at": now,
             "version": 1_i64,
         };
+        let slug = c.slug;
         let res = self
-            .timed(
-                "seed_upsert",
-                self.courses
-                    .update_one(doc! { "slug": &c.slug }, doc! { "$setOnInsert": on_insert })
-                    .upsert(true),
-            )
+            .timed("seed_upsert", move |c| async move {
+                c.update_one(doc! { "slug": slug }, doc! { "$setOnInsert": on_insert })
+                    .upsert(true)
+                    .await
+            })
             .await?;
         Ok(res.upserted_id.is_some())
     }
@@ -264,16 +289,17 @@ impl CourseStore {
             "price_cents": c.price_cents,
             "updated_at": DateTime::now(),
         };
+        let max_time = self.op_timeout;
         let updated = self
-            .timed(
-                "update",
-                self.courses
-                    .find_one_and_update(
-                        doc! { "_id": id, "version": version },
-                        doc! { "$set": set, "$inc": { "version": 1_i64 } },
-                    )
-                    .return_document(ReturnDocument::After),
-            )
+            .timed("update", move |c| async move {
+                c.find_one_and_update(
+                    doc! { "_id": id, "version": version },
+                    doc! { "$set": set, "$inc": { "version": 1_i64 } },
+                )
+                .return_document(ReturnDocument::After)
+                .max_time(max_time)
+                .await
+            })
             .await?;
         match updated {
             Some(doc) => Ok(Conditional::Done(doc)),
@@ -292,7 +318,7 @@ impl CourseStore {
             filter.insert("version", v);
         }
         let res = self
-            .timed("delete", self.courses.delete_one(filter))
+            .timed("delete", move |c| async move { c.delete_one(filter).await })
             .await?;
         if res.deleted_count == 1 {
             Ok(Conditional::Done(()))
@@ -310,21 +336,32 @@ impl CourseStore {
         })
     }
 
-    /// Runs one operation under the operation timeout, recording its latency and failures.
-    async fn timed<T>(
-        &self,
-        op: &'static str,
-        op_future: impl IntoFuture<Output = mongodb::error::Result<T>>,
-    ) -> Result<T, StoreError> {
+    /// Runs one operation (built by `op_future` from the collection) as a task of its own,
+    /// waiting for it up to the operation timeout, recording its latency and failures. The
+    /// task finishes even if this wait is abandoned (see the module doc).
+    async fn timed<T, F, Fut>(&self, op: &'static str, op_future: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Collection<CourseDoc>) -> Fut,
+        Fut: Future<Output = mongodb::error::Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
         let started = Instant::now();
-        let res = tokio::time::timeout(self.op_timeout, op_future.into_future()).await;
+        let task = tokio::spawn(op_future(self.courses.clone()));
+        let res = tokio::time::timeout(self.op_timeout, task).await;
         self.metrics
             .db_duration
             .with_label_values(&[op])
             .observe(started.elapsed().as_secs_f64());
         match res {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.classify(op, e)),
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(self.classify(op, e)),
+            Ok(Err(join)) => {
+                self.metrics
+                    .db_errors
+                    .with_label_values(&[op, "other"])
+                    .inc();
+                Err(StoreError::Other(format!("{op} task failed: {join}")))
+            }
             Err(_) => {
                 self.metrics
                     .db_errors

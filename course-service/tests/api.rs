@@ -5,7 +5,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{course, problem, titles, TestApp, TOKEN};
+use support::{course, problem, titles, unique_db, TestApp, TOKEN};
 
 // ===== create and read =====
 
@@ -704,4 +704,53 @@ async fn dead_database_gives_a_quick_503_not_a_hang() {
     // Alive even though not ready: the proxy must not eject it for a database outage.
     assert_eq!(app.get("/healthz").await.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Clients that give up while their queries run (a closed connection, a request timeout)
+/// must not wedge the instance: the driver's operations are never dropped half-way, so its
+/// connection pool stays whole and the next requests are answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_give_up_mid_query_do_not_wedge_the_instance() {
+    let app = TestApp::builder()
+        .database(&unique_db("giveup"))
+        .without_cache()
+        .spawn()
+        .await;
+    let first = app.create(course(0)).await;
+    for n in 1..20 {
+        app.create(course(n)).await;
+    }
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(15))
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let (client, url) = (impatient.clone(), app.url("/api/courses?per_page=50"));
+            burst.spawn(async move { client.get(url).send().await.is_ok() });
+        }
+        while burst.join_next().await.is_some() {}
+    }
+    // Whatever was abandoned has finished by itself by now, or is about to: the instance
+    // answers reads (and the database operations behind them) without timing out.
+    let id = first["id"].as_str().unwrap();
+    for _ in 0..10 {
+        let res = app.get(&format!("/api/courses/{id}")).await;
+        assert_eq!(
+            res.status(),
+            200,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
+        let res = app.get("/api/courses?per_page=5").await;
+        assert_eq!(res.status(), 200);
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("course_service_db_errors_total") && l.contains("timeout")),
+        "database operations timed out after clients gave up:\n{metrics}"
+    );
 }
