@@ -1,11 +1,14 @@
-//! The MicroCourses proxy: a Layer-7 load-balancing reverse proxy on hyper.
+//! The MicroCourses proxy: a Layer-7 load-balancing reverse proxy on tokio and rustls, with
+//! its own HTTP/1.1 on both sides (the hot path) and hyper for HTTP/2 clients.
 //!
-//! Start at [`server::run`] (listeners and connections), then [`forward::Proxy::handle`] (the
-//! request path, phase by phase). [`balance`] is the load-balancing library, independent of
-//! hyper; [`topology`] turns `upstreams.toml` into pools and routes swapped through `ArcSwap`;
-//! [`config`] parses and validates both files; [`headers`] holds the forwarding header rules;
-//! [`body`] the streaming body types; [`conn`] the request-head deadline (408); [`admin`] and [`metrics`] the operator's view; [`tls`]
-//! the rustls set-up.
+//! Start at [`server::run`] (listeners, workers, connections), then [`front::http1::serve`]
+//! (one client connection) and [`forward::Proxy::forward`] (the request path, phase by
+//! phase). [`wire`] is HTTP/1.1 on the wire, pure; [`headers`] the forwarding rules over raw
+//! fields; [`upstream`] the per-worker upstream connections; [`balance`] the load-balancing
+//! library, independent of HTTP; [`topology`] turns `upstreams.toml` into pools and routes
+//! swapped through `ArcSwap`; [`config`] parses and validates both files; [`body`] the
+//! streaming body types; [`admin`] and [`metrics`] the operator's view; [`tls`] the rustls
+//! set-up.
 
 pub mod admin;
 pub mod balance;
