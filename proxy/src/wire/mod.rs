@@ -1,6 +1,6 @@
 //! HTTP/1.1 on the wire (RFC 9112), both directions, as pure functions over buffers: client
 //! request heads ([`request`]), upstream response heads ([`response`]), the chunked
-//! transfer coding ([`chunked`]) and the heads the proxy writes ([`write`]). No I/O here,
+//! transfer coding ([`chunked`]) and the heads the proxy writes ([`write`](mod@write)). No I/O here,
 //! so every rule is tested on bytes.
 //!
 //! Heads are parsed by httparse into slices of the buffer they arrived in; nothing is copied
