@@ -198,29 +198,17 @@ async fn an_upstream_that_answers_before_reading_the_body_is_heard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_with_prior_knowledge_works_on_the_plain_listener() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-
     let up = Upstream::start("echo").await;
     let p = proxy().upstream(&up).start().await;
     let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut client = support::H2Client::handshake(tcp).await;
     for _ in 0..2 {
-        let req = hyper::Request::get(format!("http://{}/echo", p.http))
-            .body(Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let res = sender.send_request(req).await.unwrap();
-        assert_eq!(res.status(), 200);
-        assert_eq!(res.version(), hyper::Version::HTTP_2);
-        assert_eq!(res.headers()["via"], "2 microcourses");
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        let seen: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(seen["headers"]["x-forwarded-proto"][0], "http");
-        assert_eq!(seen["headers"]["host"][0], p.http.to_string());
+        let res = client.get_echo(&format!("http://{}/echo", p.http)).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.version, hyper::Version::HTTP_2);
+        assert_eq!(res.headers["via"], "2 microcourses");
+        assert_eq!(res.echo["headers"]["x-forwarded-proto"][0], "http");
+        assert_eq!(res.echo["headers"]["host"][0], p.http.to_string());
     }
 }
 

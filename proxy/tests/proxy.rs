@@ -146,8 +146,6 @@ async fn an_untrusted_peer_cannot_forge_forwarding_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_over_tls_end_to_end() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -174,20 +172,14 @@ async fn http2_over_tls_end_to_end() {
         .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get(format!("https://localhost:{}/echo", https.port()))
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let res = sender.send_request(req).await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.version(), hyper::Version::HTTP_2);
-    assert_eq!(res.headers()["via"], "2 microcourses");
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    let seen: Value = serde_json::from_slice(&body).unwrap();
+    let mut client = support::H2Client::handshake(stream).await;
+    let res = client
+        .get_echo(&format!("https://localhost:{}/echo", https.port()))
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.version, hyper::Version::HTTP_2);
+    assert_eq!(res.headers["via"], "2 microcourses");
+    let seen = res.echo;
     assert_eq!(seen["version"], "HTTP/1.1", "upstream leg is HTTP/1.1");
     assert_eq!(seen["headers"]["x-forwarded-proto"][0], "https");
     assert_eq!(

@@ -400,6 +400,50 @@ pub fn read_response(conn: &mut TcpStream) -> (String, Vec<u8>) {
     (text, body)
 }
 
+/// An HTTP/2 client over `io` (plain TCP with prior knowledge, or TLS with ALPN `h2`).
+pub struct H2Client {
+    sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+}
+
+/// What an HTTP/2 GET got: the head, and the body as the upstream's echo JSON.
+pub struct H2Answer {
+    pub status: u16,
+    pub version: hyper::Version,
+    pub headers: hyper::HeaderMap,
+    pub echo: serde_json::Value,
+}
+
+impl H2Client {
+    pub async fn handshake<I>(io: I) -> H2Client
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .expect("HTTP/2 handshake");
+        tokio::spawn(conn);
+        H2Client { sender }
+    }
+
+    /// GETs `url` (an `/echo` of the synthetic upstream) and reads the whole answer.
+    pub async fn get_echo(&mut self, url: &str) -> H2Answer {
+        let req = hyper::Request::get(url)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let res = self.sender.send_request(req).await.expect("HTTP/2 answer");
+        let (status, version, headers) =
+            (res.status().as_u16(), res.version(), res.headers().clone());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        H2Answer {
+            status,
+            version,
+            headers,
+            echo: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
 // ===== the proxy binary =====
 
 pub struct ProxyBuilder {
