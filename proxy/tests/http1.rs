@@ -252,3 +252,39 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_upstream_freed() {
         "the whole GiB arrived: nothing was cut off"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_switch_nobody_asked_for_is_a_bad_gateway() {
+    let up = raw_upstream(
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n",
+        false,
+    )
+    .await;
+    let p = proxy().endpoint(up.addr, 1).start().await;
+    let mut conn = connect(p.http);
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .unwrap();
+    let (head, body) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert_eq!(body, b"upstream connection failed\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_own_answer_to_head_has_no_body() {
+    let refused: std::net::SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
+    let p = proxy().endpoint(refused, 1).start().await;
+    let mut conn = connect(p.http);
+    conn.write_all(b"HEAD / HTTP/1.1\r\nhost: a\r\n\r\nGET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 502"));
+    // What follows is the GET's answer, not the HEAD's body.
+    let (next, body) = read_response(&mut conn);
+    assert!(next.starts_with("HTTP/1.1 502"), "{next}");
+    assert_eq!(body, b"upstream connection failed\n");
+}

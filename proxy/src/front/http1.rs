@@ -93,8 +93,14 @@ where
                     .with_label_values(&["header_timeout"])
                     .inc();
                 ctx.proxy.answered_locally(LocalError::RequestTimeout);
-                conn.answer_locally(io, LocalError::RequestTimeout, Version::HTTP_11, true)
-                    .await;
+                conn.answer_locally(
+                    io,
+                    LocalError::RequestTimeout,
+                    Version::HTTP_11,
+                    true,
+                    false,
+                )
+                .await;
                 break;
             }
             Wait::TooLarge => {
@@ -104,7 +110,7 @@ where
                     .with_label_values(&["bad_request"])
                     .inc();
                 ctx.proxy.answered_locally(LocalError::HeadTooLarge);
-                conn.answer_locally(io, LocalError::HeadTooLarge, Version::HTTP_11, true)
+                conn.answer_locally(io, LocalError::HeadTooLarge, Version::HTTP_11, true, false)
                     .await;
                 linger(io).await;
                 break;
@@ -121,7 +127,8 @@ where
             Next::Switched => return Ended::Closed,
         }
     }
-    let _ = io.shutdown().await;
+    // A TLS close-notify may not go out to a client that stopped reading: bounded too.
+    let _ = within(LOCAL_ANSWER_TIME, io.shutdown()).await;
     Ended::Closed
 }
 
@@ -238,7 +245,8 @@ impl Connection {
                     Refusal::MethodNotAllowed => LocalError::MethodNotAllowed,
                 };
                 proxy.answered_locally(e);
-                self.answer_locally(io, e, Version::HTTP_11, true).await;
+                self.answer_locally(io, e, Version::HTTP_11, true, false)
+                    .await;
                 return Next::Linger;
             }
         };
@@ -251,8 +259,11 @@ impl Connection {
         let has_body = req.body != BodyFraming::None;
         let answered_expect = req.expect_continue && has_body;
         let too_large = content_length.is_some_and(|n| n > proxy.limits().max_body_bytes);
-        if answered_expect && !too_large && io.write_all(write::CONTINUE).await.is_err() {
-            return Next::Close;
+        if answered_expect && !too_large {
+            let go_ahead = within(LOCAL_ANSWER_TIME, io.write_all(write::CONTINUE)).await;
+            if !matches!(go_ahead, Ok(Ok(()))) {
+                return Next::Close;
+            }
         }
 
         let request = Request {
@@ -289,11 +300,24 @@ impl Connection {
         drop(body);
         let (framing, keep_alive) = (respond.framing, respond.keep_alive && body_read);
 
+        let head_request = req.method == Method::HEAD;
         let mut answer = match result {
+            // A protocol switch nobody asked for (the proxy passes `Upgrade` on only when the
+            // client sent it): a broken upstream.
+            Ok(answer)
+                if answer.status == StatusCode::SWITCHING_PROTOCOLS && req.upgrade.is_none() =>
+            {
+                proxy.answered_locally(LocalError::UpstreamError);
+                let e = LocalError::UpstreamError;
+                self.answer_locally(io, e, req.version, true, head_request)
+                    .await;
+                return if body_read { Next::Close } else { Next::Linger };
+            }
             Ok(answer) => answer,
             Err(e) => {
                 let close = !keep_alive || e == LocalError::BodyTooLarge;
-                self.answer_locally(io, e, req.version, close).await;
+                self.answer_locally(io, e, req.version, close, head_request)
+                    .await;
                 return match (close, body_read) {
                     (false, _) => Next::KeepAlive,
                     (true, true) => Next::Close,
@@ -324,14 +348,15 @@ impl Connection {
         }
     }
 
-    /// The proxy's own answer (counted by the caller): status, a one-line body, and
-    /// `Connection: close` if `close`.
+    /// The proxy's own answer (counted by the caller): status, a one-line body (none for
+    /// HEAD), and `Connection: close` if `close`.
     async fn answer_locally<S: AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
         e: LocalError,
         version: Version,
         close: bool,
+        head_request: bool,
     ) {
         let out = &mut self.out;
         out.clear();
@@ -355,7 +380,9 @@ impl Connection {
             write::push_field(out, b"connection", b"keep-alive");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(e.text().as_bytes());
+        if !head_request {
+            out.extend_from_slice(e.text().as_bytes());
+        }
         let _ = within(LOCAL_ANSWER_TIME, io.write_all(out)).await;
     }
 
@@ -581,7 +608,7 @@ async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Result<F::Ou
 /// stop writing, then read and drop what comes for a little while, so the client reads the
 /// answer instead of a reset.
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
-    let _ = io.shutdown().await;
+    let _ = within(LOCAL_ANSWER_TIME, io.shutdown()).await;
     let drain = async {
         let mut sink = [0u8; 16 * 1024];
         let mut total = 0;
