@@ -116,16 +116,18 @@ async fn run_control(
         () = &mut shutdown => return Ok(()),
         () = std::future::ready(()) => {}
     }
-    let http = bind(config.listen.http, "listen.http")?;
+    let backlog = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
+    let http = bind(config.listen.http, "listen.http", backlog)?;
     let https = match config.listen.https {
         Some(addr) => Some((
-            bind(addr, "listen.https")?,
+            bind(addr, "listen.https", backlog)?,
             TlsAcceptor::from(tls::server_config(&config.tls)?),
         )),
         None => None,
     };
-    let admin_listener = TcpListener::from_std(bind(config.listen.admin, "listen.admin")?)
-        .map_err(|e| format!("listen.admin: {e}"))?;
+    let admin_listener =
+        TcpListener::from_std(bind(config.listen.admin, "listen.admin", ADMIN_BACKLOG)?)
+            .map_err(|e| format!("listen.admin: {e}"))?;
 
     let metrics = Metrics::new();
     let topology = Topology::build(&upstreams, None, &metrics, tokio::time::Instant::now());
@@ -207,11 +209,31 @@ async fn run_control(
     Ok(())
 }
 
+/// Connections the kernel may hold for the admin listener before it accepts them.
+const ADMIN_BACKLOG: u32 = 128;
+
 /// A non-blocking listening socket, registered with no runtime yet: each worker registers
 /// its own duplicate with its own runtime.
-fn bind(addr: SocketAddr, field: &str) -> Result<std::net::TcpListener, String> {
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("cannot listen on {addr} ({field}): {e}"))?;
+///
+/// `backlog` is how many connections the kernel completes and holds while the workers are
+/// busy (it caps it at `net.core.somaxconn`). The client listeners take
+/// `limits.max_connections`, as HAProxy takes `maxconn`: with the 128 that `std` uses, a
+/// burst of new connections overflows the queue, the kernel drops their handshakes, and each
+/// waits for a TCP retransmission (200 ms, or 1 s for a SYN) before its first request.
+fn bind(addr: SocketAddr, field: &str, backlog: u32) -> Result<std::net::TcpListener, String> {
+    let cannot = |e: std::io::Error| format!("cannot listen on {addr} ({field}): {e}");
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(cannot)?;
+    socket.set_reuseaddr(true).map_err(cannot)?;
+    socket.bind(addr).map_err(cannot)?;
+    let listener = socket
+        .listen(backlog)
+        .and_then(TcpListener::into_std)
+        .map_err(cannot)?;
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("{field}: {e}"))?;

@@ -288,3 +288,49 @@ async fn the_proxys_own_answer_to_head_has_no_body() {
     assert!(next.starts_with("HTTP/1.1 502"), "{next}");
     assert_eq!(body, b"upstream connection failed\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_new_connections_waits_in_the_kernel_while_the_proxy_is_busy() {
+    use nix::sys::signal::{kill, Signal};
+    const BURST: usize = 1000;
+    let up = Upstream::start("a").await;
+    let p = proxy().upstream(&up).start().await;
+    // The kernel caps a listen backlog at net.core.somaxconn.
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(4096);
+    let expected = BURST.min(somaxconn);
+
+    // A stopped proxy accepts nothing: only its listen queue holds the burst.
+    kill(p.pid(), Signal::SIGSTOP).unwrap();
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        let addr = p.http;
+        connects.spawn(async move {
+            tokio::time::timeout(
+                Duration::from_millis(800),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(conn) = connects.join_next().await {
+        if let Some(conn) = conn.unwrap() {
+            held.push(conn);
+        }
+    }
+    kill(p.pid(), Signal::SIGCONT).unwrap();
+    assert!(
+        held.len() >= expected,
+        "only {} of {BURST} connections were held while the proxy was busy (expected {expected}): \
+         the listen backlog is too small",
+        held.len()
+    );
+    // And they are served once it goes on.
+    let (status, _) = support::get_text(&support::http_client(), &p.url("/")).await;
+    assert_eq!(status, 200);
+}
