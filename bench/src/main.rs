@@ -25,6 +25,9 @@ enum Scenario {
     All,
     /// Every system in front of `--upstreams` at `--rate` (not part of `all`).
     Custom,
+    /// Open-loop load at `--rate` against `--url`, a server you run yourself (not part of
+    /// `all`): prints what clients saw.
+    Load,
     /// Internal: serve one synthetic upstream (`--upstreams`, `--port`, `--seed`) until killed.
     #[value(hide = true)]
     Upstream,
@@ -57,9 +60,12 @@ struct Cli {
     /// 2 ms mean), `exp:2ms/0.05` (and 5 % of answers are 500).
     #[arg(long, value_delimiter = ',', default_value = "1ms,1ms,40ms", value_parser = Profile::parse)]
     upstreams: Vec<Profile>,
-    /// `custom`: requests per second, open loop.
+    /// `custom`, `load`: requests per second, open loop.
     #[arg(long, default_value_t = 1500.0)]
     rate: f64,
+    /// `load`: the URL to send GETs to.
+    #[arg(long)]
+    url: Option<String>,
     #[arg(long, hide = true, default_value_t = 0)]
     port: u16,
     #[arg(long, hide = true, default_value_t = 1)]
@@ -92,6 +98,25 @@ fn main() -> ExitCode {
 }
 
 async fn bench(cli: Cli) -> ExitCode {
+    if cli.scenario == Scenario::Load {
+        let Some(url) = cli.url.as_deref() else {
+            eprintln!("bench load: --url is required");
+            return ExitCode::FAILURE;
+        };
+        let duration = Duration::from_secs_f64(cli.duration);
+        let stats = bench::load::open_loop("load", url, cli.rate, duration, Vec::new()).await;
+        println!(
+            "sent {} failed {} req/s {:.0} p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.1} ms",
+            stats.sent,
+            stats.failed,
+            stats.throughput,
+            stats.p50_ms,
+            stats.p99_ms,
+            stats.p999_ms,
+            stats.max_ms
+        );
+        return ExitCode::SUCCESS;
+    }
     if !cli.proxy_bin.is_file() {
         eprintln!(
             "bench: {} not found; build it first (cargo build --release -p proxy) or pass --proxy-bin",
@@ -144,8 +169,10 @@ async fn serve_upstream(cli: &Cli) -> ExitCode {
 
 async fn run(scenario: Scenario, opts: &Options, custom: &[Profile], rate: f64) -> Outcome {
     let progress = |s: &str| eprintln!("running {s}");
-    let wanted =
-        |s: Scenario| scenario == s || (scenario == Scenario::All && s != Scenario::Custom);
+    let wanted = |s: Scenario| {
+        scenario == s
+            || (scenario == Scenario::All && !matches!(s, Scenario::Custom | Scenario::Load))
+    };
     let mut all = Outcome::default();
     let mut add = |o: Outcome| {
         all.rows.extend(o.rows);
