@@ -81,7 +81,7 @@ impl AppState {
     }
 }
 
-/// The full router: API, health, metrics, with request metrics around all of it.
+/// The full router: API, web page, health, metrics, with request metrics around all of it.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let api = Router::new()
         .route(
@@ -97,7 +97,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         )
         .route(shared::health::HEALTHZ_PATH, get(routes::health::healthz))
         .route(shared::health::READYZ_PATH, get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics));
+        .route("/metrics", get(routes::health::metrics))
+        .route("/", get(routes::web::index))
+        .route("/static/app.js", get(routes::web::script))
+        .route("/static/app.css", get(routes::web::style));
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -108,7 +111,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("no such resource; the API lives under /api/courses".into())
+    ApiError::NotFound("no such resource; the page is at /, the API under /api/courses".into())
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -4,7 +4,8 @@
 //! for the routes and [`routes::courses`] for the handlers. Input is checked at the edge by
 //! [`extract`] (auth, body) and [`query`] (listing parameters), against the rules in
 //! [`model`]; [`store`] is the only module that talks to MongoDB; [`error`] decides every
-//! error status. [`cluster`] runs and supervises N instances; [`seed`] loads the catalogue.
+//! error status. [`routes::web`] serves the web page (the files of `web/`, compiled in).
+//! [`cluster`] runs and supervises N instances; [`seed`] loads the catalogue.
 
 pub mod app;
 pub mod cache;

@@ -67,6 +67,14 @@ ensure_redis() {
   ensure_apt redis-server redis-server
 }
 
+# ensure_chromium: headless Chromium for the web page's browser test, with a font to lay
+# text out in (the tests find it on PATH, or CHROMIUM names it).
+ensure_chromium() {
+  [ -n "${CHROMIUM:-}" ] && return 0
+  ensure_apt chromium chromium
+  ensure_apt_pkg fonts-liberation
+}
+
 # ensure_bench_peers: HAProxy, nginx and wrk for scripts/bench, installed with apt-get when
 # missing (as root, or with sudo). They are optional: a peer that cannot be installed is
 # reported by the harness as skipped. MC_BENCH_NO_INSTALL=1 installs nothing.

@@ -7,7 +7,7 @@
 //! - Two backends spread the generation differently:
 //!   - `memory` (moka, per instance): a counter bumped by this instance's writes and by every
 //!     event of a MongoDB change stream on `courses`, so writes through other instances count;
-//!   - `redis` (shared; [`redis`]): a counter in Redis, bumped by the writing instance and
+//!   - `redis` (shared; `cache/redis.rs`): a counter in Redis, bumped by the writing instance and
 //!     published to every instance over pub/sub; an optional in-process tier sits in front.
 //! - Until the follower (change stream or subscription) is established, and whenever it breaks
 //!   until it is back, the cache is bypassed: this instance could not hear about writes, so it

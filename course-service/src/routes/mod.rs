@@ -2,3 +2,4 @@
 
 pub mod courses;
 pub mod health;
+pub mod web;

@@ -3,6 +3,8 @@
 //! parallel, and builders that start the service in-process or as the real binary.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
