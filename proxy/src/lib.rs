@@ -8,13 +8,14 @@
 //! library, independent of HTTP; [`topology`] turns `upstreams.toml` into pools and routes
 //! swapped through `ArcSwap`; [`config`] parses and validates both files; [`body`] the
 //! streaming body types; [`admin`] and [`metrics`] the operator's view; [`tls`] the rustls
-//! set-up.
+//! set-up; [`fds`] the open-files limit and descriptor table, sized at start-up.
 
 pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod checker;
 pub mod config;
+pub mod fds;
 pub mod forward;
 pub mod front;
 pub mod headers;

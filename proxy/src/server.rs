@@ -93,6 +93,19 @@ pub fn run(
     upstreams: UpstreamsConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    // While this is the only thread: see `fds` for why the table is sized now. Each client
+    // connection may hold an upstream one, plus idle pooled ones and the listeners.
+    let needed = 2 * config.limits.max_connections as u64;
+    let fds = crate::fds::prepare(needed + 1024);
+    if fds.limit < needed {
+        tracing::warn!(
+            limit = fds.limit,
+            max_connections = config.limits.max_connections,
+            "the open-files limit is below what limits.max_connections may need (about twice \
+             as many, one for the client and one for the upstream); raise it (ulimit -n, or \
+             LimitNOFILE= in the systemd unit) or lower max_connections"
+        );
+    }
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("proxy-control")
