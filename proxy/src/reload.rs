@@ -163,6 +163,11 @@ impl Reloader {
     }
 }
 
+/// Kubernetes updates a mounted ConfigMap by writing the new files into a fresh directory
+/// and renaming a symlink of this name over the old one; `upstreams.toml` itself is a symlink
+/// through it and appears in no event.
+const KUBERNETES_SWAP: &str = "..data";
+
 /// Starts watching the file's directory; returns the loop that reloads after each burst of
 /// events touching the file (spawn it). The watch is in place when this returns, and the loop
 /// checks the file once at start, so an edit made while the proxy was starting is not lost.
@@ -182,10 +187,10 @@ pub fn watch_file(
     let initial = tx.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {
-            let ours = event
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
+            let ours = event.paths.iter().any(|p| {
+                let n = p.file_name();
+                n == name.as_deref() || n == Some(std::ffi::OsStr::new(KUBERNETES_SWAP))
+            });
             let relevant = matches!(
                 event.kind,
                 notify::EventKind::Create(_)

@@ -231,3 +231,27 @@ async fn an_endpoint_added_by_reload_starts_slowly() {
     assert!(b.hits() <= 15, "b got {} of 110", b.hits());
     assert!(b.hits() >= 5, "b got {} of 110", b.hits());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_configmap_update_is_applied() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let p = proxy().upstream(&a).kubernetes_layout().start().await;
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    assert_eq!(p.endpoints().await, std::slice::from_ref(&a_addr));
+
+    // Only `..data` changes name: upstreams.toml stays the same symlink.
+    p.swap_configmap(1, &pool_toml("round-robin", &[a.addr, b.addr]));
+    eventually("b to be added", Duration::from_secs(5), || async {
+        p.endpoints().await == [a_addr.clone(), b_addr.clone()]
+    })
+    .await;
+    p.swap_configmap(2, &pool_toml("round-robin", &[b.addr]));
+    eventually("a to be removed", Duration::from_secs(5), || async {
+        p.endpoints().await == [b_addr.clone()]
+    })
+    .await;
+    let view = p.admin_json("/admin/upstreams").await;
+    assert_eq!(view["last_reload"]["ok"], true);
+    assert_eq!(view["last_reload"]["trigger"], "file");
+}

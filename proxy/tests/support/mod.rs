@@ -452,6 +452,7 @@ pub struct ProxyBuilder {
     extra_proxy_toml: String,
     https: bool,
     upstreams_toml: Option<String>,
+    kubernetes: bool,
 }
 
 /// A running `proxy` process with its ports and files.
@@ -470,6 +471,7 @@ pub fn proxy() -> ProxyBuilder {
         extra_proxy_toml: String::new(),
         https: false,
         upstreams_toml: None,
+        kubernetes: false,
     }
 }
 
@@ -508,6 +510,13 @@ impl ProxyBuilder {
         self
     }
 
+    /// Lays upstreams.toml out as a mounted Kubernetes ConfigMap: a symlink through `..data`,
+    /// itself a symlink to a versioned directory (see [`ProxyProcess::swap_configmap`]).
+    pub fn kubernetes_layout(mut self) -> Self {
+        self.kubernetes = true;
+        self
+    }
+
     /// Writes the files and returns the directory and proxy.toml path, without starting.
     pub fn write(&self) -> (PathBuf, PathBuf, SocketAddr, Option<SocketAddr>, SocketAddr) {
         let dir = std::env::temp_dir().join(format!(
@@ -540,7 +549,15 @@ impl ProxyBuilder {
             )
         });
         std::fs::write(dir.join("proxy.toml"), proxy_toml).unwrap();
-        std::fs::write(dir.join("upstreams.toml"), upstreams).unwrap();
+        if self.kubernetes {
+            std::fs::create_dir(dir.join("..v0")).unwrap();
+            std::fs::write(dir.join("..v0/upstreams.toml"), upstreams).unwrap();
+            std::os::unix::fs::symlink("..v0", dir.join("..data")).unwrap();
+            std::os::unix::fs::symlink("..data/upstreams.toml", dir.join("upstreams.toml"))
+                .unwrap();
+        } else {
+            std::fs::write(dir.join("upstreams.toml"), upstreams).unwrap();
+        }
         let path = dir.join("proxy.toml");
         (dir, path, http, https, admin)
     }
@@ -715,6 +732,17 @@ impl ProxyProcess {
         let tmp = self.dir.join(".upstreams.toml.swp");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, self.upstreams_path()).unwrap();
+    }
+
+    /// Updates upstreams.toml the way the kubelet updates a mounted ConfigMap (the proxy was
+    /// started with [`ProxyBuilder::kubernetes_layout`]): the new file goes into a fresh
+    /// directory, and a new `..data` symlink to it is renamed over the old one.
+    pub fn swap_configmap(&self, version: u32, text: &str) {
+        let data = format!("..v{version}");
+        std::fs::create_dir(self.dir.join(&data)).unwrap();
+        std::fs::write(self.dir.join(&data).join("upstreams.toml"), text).unwrap();
+        std::os::unix::fs::symlink(&data, self.dir.join("..data_tmp")).unwrap();
+        std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data")).unwrap();
     }
 
     /// Rewrites upstreams.toml in place (truncate and write).
