@@ -189,6 +189,48 @@ async fn http2_over_tls_end_to_end() {
     assert_eq!(seen["headers"]["via"][0], "2 microcourses");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_reaches_an_http1_upstream_as_its_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("ws").await;
+    let p = proxy().upstream(&up).start().await;
+    let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let mut client = support::H2Client::handshake(tcp).await;
+
+    let url = format!("http://{}/upgrade", p.http);
+    let (res, tunnel) = client.connect(&url, "websocket").await;
+    assert_eq!(res.status(), 200, "{:?}", res.headers());
+    // The upstream got an HTTP/1.1 handshake with a fresh key; the HTTP/1.1 proof of it
+    // does not reach the HTTP/2 client.
+    let key = res.headers()["x-seen-key"].to_str().unwrap();
+    assert_eq!(key.len(), 24, "{key}");
+    assert!(!res.headers().contains_key("sec-websocket-accept"));
+    assert!(!res.headers().contains_key("upgrade"));
+    let mut tunnel = tunnel.expect("a tunnel");
+    for message in [&b"hello"[..], b"over h2"] {
+        tunnel.write_all(message).await.unwrap();
+        let mut echo = vec![0u8; message.len()];
+        tunnel.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, message);
+    }
+
+    // Each tunnel gets its own key, and the connection still carries requests.
+    let (again, _tunnel) = client.connect(&url, "websocket").await;
+    assert_eq!(again.status(), 200);
+    assert_ne!(again.headers()["x-seen-key"], key);
+    let echo = client.get_echo(&format!("http://{}/echo", p.http)).await;
+    assert_eq!(echo.status, 200);
+
+    // An upstream that answers the handshake as a plain GET has not opened a tunnel.
+    let (refused, tunnel) = client
+        .connect(&format!("http://{}/echo", p.http), "websocket")
+        .await;
+    assert_eq!(refused.status(), 502);
+    assert!(tunnel.is_none());
+    // A CONNECT without a protocol is a forward-proxy tunnel, which this proxy is not.
+    assert_eq!(client.connect_plain(&p.http.to_string()).await, 405);
+}
+
 // ===== bodies =====
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

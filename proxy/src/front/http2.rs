@@ -1,6 +1,11 @@
 //! HTTP/2 clients (ALPN `h2` on the TLS listener, or the prior-knowledge preface on the plain
 //! one): hyper's server, each request handed to [`Proxy::forward`] like an HTTP/1 one, the
 //! response head built into a `HeaderMap` by the same header rules.
+//!
+//! WebSocket over HTTP/2 (RFC 8441's extended CONNECT, `:protocol = websocket`) goes to the
+//! HTTP/1.1 upstream as the HTTP/1.1 handshake (a GET with `Upgrade`, and the
+//! `Sec-WebSocket-Key` HTTP/2 does without), as Envoy does; the upstream's 101 becomes the
+//! client's 200 and the stream a tunnel to the upstream connection.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,13 +13,16 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::ext::Protocol;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::ProxyConfig;
-use crate::forward::{Proxy, Request, Respond};
+use crate::forward::{Answer, Proxy, Request, Respond};
 use crate::headers::{self, MapSink, Peer, ResponseRules};
 use crate::metrics::LocalError;
 use crate::upstream::Connections;
@@ -30,7 +38,8 @@ pub fn builder(config: &ProxyConfig) -> Builder {
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(config.timeouts.idle / 2))
-        .keep_alive_timeout(config.timeouts.header_read);
+        .keep_alive_timeout(config.timeouts.header_read)
+        .enable_connect_protocol();
     builder
 }
 
@@ -71,8 +80,23 @@ async fn handle(
     req: hyper::Request<Incoming>,
 ) -> Response<ResponseBody> {
     let (mut parts, incoming) = req.into_parts();
+    // Extended CONNECT: the protocol to switch to, and the stream that becomes the tunnel.
+    let mut switch: Option<(Protocol, OnUpgrade)> = None;
     if parts.method == Method::CONNECT {
-        return answer_locally(proxy, LocalError::MethodNotAllowed);
+        let protocol = parts.extensions.remove::<Protocol>();
+        let stream = parts.extensions.remove::<OnUpgrade>();
+        let (Some(protocol), Some(stream)) = (protocol, stream) else {
+            return answer_locally(proxy, LocalError::MethodNotAllowed);
+        };
+        parts.method = Method::GET;
+        if protocol.as_str().eq_ignore_ascii_case("websocket") {
+            parts.headers.insert(
+                "sec-websocket-key",
+                HeaderValue::from_str(&websocket_key(&mut fastrand::Rng::new()))
+                    .expect("base64 is a valid header value"),
+            );
+        }
+        switch = Some((protocol, stream));
     }
     // The authority asked for; HTTP/1.1 upstreams need it as Host.
     let host = match parts.uri.authority() {
@@ -95,7 +119,7 @@ async fn handle(
         version: Version::HTTP_2,
         fields: &parts.headers,
         content_length,
-        upgrade: None,
+        upgrade: switch.as_ref().map(|(p, _)| p.as_str().as_bytes()),
         answered_expect: false,
     };
     let mut body = RequestBody::http2(incoming, proxy.limits().max_body_bytes);
@@ -112,8 +136,14 @@ async fn handle(
         )
         .await
     {
-        // A protocol switch cannot be passed on over HTTP/2 (none is asked for).
-        Ok(answer) if answer.status == StatusCode::SWITCHING_PROTOCOLS => {
+        Ok(answer) if answer.status == StatusCode::SWITCHING_PROTOCOLS => match switch {
+            Some((_, stream)) => tunnel(answer, respond, stream),
+            // A protocol switch nobody asked for: a broken upstream.
+            None => answer_locally(proxy, LocalError::UpstreamError),
+        },
+        // Asked to switch, the upstream answered as to a plain GET: a 2xx would tell the
+        // client its tunnel is open.
+        Ok(answer) if switch.is_some() && answer.status.is_success() => {
             answer_locally(proxy, LocalError::UpstreamError)
         }
         Ok(answer) => {
@@ -124,6 +154,60 @@ async fn handle(
         }
         Err(e) => local_response(e),
     }
+}
+
+/// The upstream switched protocols: the client gets a 200 (the HTTP/2 form of a 101), and
+/// once hyper has sent it, bytes are copied between the stream and the upstream connection
+/// until either side closes. The tunnel counts as in flight on its endpoint while open.
+fn tunnel(answer: Answer, respond: Http2Respond, stream: OnUpgrade) -> Response<ResponseBody> {
+    let Answer {
+        body, in_flight, ..
+    } = answer;
+    let mut headers = respond.headers.map;
+    // The HTTP/1.1 proof of the handshake; HTTP/2 has none (RFC 8441 §5).
+    headers.remove("sec-websocket-accept");
+    if let Some((mut upstream, early)) = body.into_upgraded() {
+        tokio::spawn(async move {
+            let Ok(client) = stream.await else { return };
+            let mut client = TokioIo::new(client);
+            if client.write_all(&early).await.is_err() {
+                return;
+            }
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "HTTP/2 tunnel ended with an error");
+            }
+            drop(in_flight);
+        });
+    }
+    let mut res = Response::new(ResponseBody::local(bytes::Bytes::new()));
+    *res.headers_mut() = headers;
+    res
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1).
+fn websocket_key(rng: &mut fastrand::Rng) -> String {
+    let nonce: [u8; 16] = std::array::from_fn(|_| rng.u8(..));
+    base64(&nonce)
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Builds the client's response head from the upstream's.
@@ -166,4 +250,35 @@ fn local_response(e: LocalError) -> Response<ResponseBody> {
         h.insert(header::DATE, date);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            // RFC 6455 §1.3's sample nonce.
+            ("the sample nonce", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn websocket_keys_are_fresh_16_byte_nonces() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let (a, b) = (websocket_key(&mut rng), websocket_key(&mut rng));
+        assert_eq!(a.len(), 24);
+        assert!(a.ends_with("=="), "{a}");
+        assert_ne!(a, b);
+    }
 }

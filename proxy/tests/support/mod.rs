@@ -238,7 +238,24 @@ async fn respond(
             });
             full(200, body.to_string())
         }
-        "/upgrade" if req.headers().get("upgrade").is_some_and(|v| v == "echo") => {
+        "/upgrade"
+            if req
+                .headers()
+                .get("upgrade")
+                .is_some_and(|v| v == "echo" || v == "websocket") =>
+        {
+            let websocket = req.headers()["upgrade"] == "websocket";
+            let key = req.headers().get("sec-websocket-key").cloned();
+            // A WebSocket server refuses a handshake without a key or in another version.
+            if websocket
+                && (key.is_none()
+                    || req
+                        .headers()
+                        .get("sec-websocket-version")
+                        .is_none_or(|v| v != "13"))
+            {
+                return full(400, "not a WebSocket handshake".into());
+            }
             let switched = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -252,8 +269,15 @@ async fn respond(
                 }
             });
             let mut res = full(101, String::new());
+            let protocol = if websocket { "websocket" } else { "echo" };
             res.headers_mut()
-                .insert("upgrade", hyper::header::HeaderValue::from_static("echo"));
+                .insert("upgrade", hyper::header::HeaderValue::from_static(protocol));
+            if let Some(key) = key {
+                // Not the real SHA-1 proof: the test wants to see which key arrived.
+                res.headers_mut()
+                    .insert("sec-websocket-accept", key.clone());
+                res.headers_mut().insert("x-seen-key", key);
+            }
             res.headers_mut().insert(
                 "connection",
                 hyper::header::HeaderValue::from_static("upgrade"),
@@ -424,6 +448,46 @@ impl H2Client {
                 .expect("HTTP/2 handshake");
         tokio::spawn(conn);
         H2Client { sender }
+    }
+
+    /// Sends an extended CONNECT (RFC 8441) for `protocol` to `url`: the response, and the
+    /// stream as a byte tunnel when it is a 2xx.
+    pub async fn connect(
+        &mut self,
+        url: &str,
+        protocol: &'static str,
+    ) -> (
+        hyper::Response<hyper::body::Incoming>,
+        Option<TokioIo<hyper::upgrade::Upgraded>>,
+    ) {
+        let mut req = hyper::Request::builder()
+            .method(hyper::Method::CONNECT)
+            .uri(url)
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static(protocol));
+        let mut res = self.sender.send_request(req).await.expect("HTTP/2 answer");
+        let tunnel = if res.status().is_success() {
+            Some(TokioIo::new(
+                hyper::upgrade::on(&mut res).await.expect("a tunnel"),
+            ))
+        } else {
+            None
+        };
+        (res, tunnel)
+    }
+
+    /// Sends a classic CONNECT (a forward-proxy tunnel to `authority`); returns the status.
+    pub async fn connect_plain(&mut self, authority: &str) -> u16 {
+        let req = hyper::Request::builder()
+            .method(hyper::Method::CONNECT)
+            .uri(authority)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let res = self.sender.send_request(req).await.expect("HTTP/2 answer");
+        res.status().as_u16()
     }
 
     /// GETs `url` (an `/echo` of the synthetic upstream) and reads the whole answer.
