@@ -137,7 +137,7 @@ async fn handle(
         .await
     {
         Ok(answer) if answer.status == StatusCode::SWITCHING_PROTOCOLS => match switch {
-            Some((_, stream)) => tunnel(answer, respond, stream),
+            Some((_, stream)) => tunnel(proxy, answer, respond, stream),
             // A protocol switch nobody asked for: a broken upstream.
             None => answer_locally(proxy, LocalError::UpstreamError),
         },
@@ -159,26 +159,33 @@ async fn handle(
 /// The upstream switched protocols: the client gets a 200 (the HTTP/2 form of a 101), and
 /// once hyper has sent it, bytes are copied between the stream and the upstream connection
 /// until either side closes. The tunnel counts as in flight on its endpoint while open.
-fn tunnel(answer: Answer, respond: Http2Respond, stream: OnUpgrade) -> Response<ResponseBody> {
+fn tunnel(
+    proxy: &Proxy,
+    answer: Answer,
+    respond: Http2Respond,
+    stream: OnUpgrade,
+) -> Response<ResponseBody> {
     let Answer {
         body, in_flight, ..
     } = answer;
+    let Some((mut upstream, early)) = body.into_upgraded() else {
+        // A 101 whose connection is not ours to keep: no tunnel to offer.
+        return answer_locally(proxy, LocalError::UpstreamError);
+    };
+    tokio::spawn(async move {
+        let Ok(client) = stream.await else { return };
+        let mut client = TokioIo::new(client);
+        if client.write_all(&early).await.is_err() {
+            return;
+        }
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "HTTP/2 tunnel ended with an error");
+        }
+        drop(in_flight);
+    });
     let mut headers = respond.headers.map;
     // The HTTP/1.1 proof of the handshake; HTTP/2 has none (RFC 8441 §5).
     headers.remove("sec-websocket-accept");
-    if let Some((mut upstream, early)) = body.into_upgraded() {
-        tokio::spawn(async move {
-            let Ok(client) = stream.await else { return };
-            let mut client = TokioIo::new(client);
-            if client.write_all(&early).await.is_err() {
-                return;
-            }
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(error = %e, "HTTP/2 tunnel ended with an error");
-            }
-            drop(in_flight);
-        });
-    }
     let mut res = Response::new(ResponseBody::local(bytes::Bytes::new()));
     *res.headers_mut() = headers;
     res
