@@ -200,6 +200,11 @@ async fn browsing_searching_filtering_and_paging_in_chromium_through_the_proxy()
             .await;
         wait_for_titles(&mut browser, "the second page's courses", 3).await;
         assert_eq!(browser.eval("location.search").await, "?page=2");
+        // A link past the last page (say, after deletions) shows the last page.
+        browser.open(&format!("{base}/?page=5")).await;
+        wait_for_titles(&mut browser, "the last page", 3).await;
+        assert_eq!(browser.eval("location.search").await, "?page=2");
+        assert_eq!(browser.texts("#page-info").await, ["Page 2 of 2"]);
 
         fill(&mut browser, "#q", "RUST").await;
         click(&mut browser, "#filters button[type=submit]").await;

@@ -8,7 +8,8 @@ const TOKEN_KEY = "mc-admin-token";
 const FILTERS = ["q", "level", "tag", "sort", "page"];
 
 const $ = (id) => document.getElementById(id);
-const state = { page: null, editing: null };
+// `loads` numbers each list fetch, so an older answer arriving late never overwrites a newer.
+const state = { page: null, editing: null, loads: 0 };
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -56,21 +57,33 @@ async function problemOf(res) {
 
 async function load() {
   const query = currentQuery();
+  const mine = ++state.loads;
   showQueryInForm(query);
   setStatus("Loading…");
   let res;
+  let listing;
   try {
     res = await fetch(`${API}?${query}`, { headers: { accept: "application/json" } });
+    listing = res.ok ? await res.json() : null;
   } catch {
-    setStatus("The catalogue cannot be reached; check your connection and try again.", true);
+    if (mine === state.loads) {
+      setStatus("The catalogue cannot be reached; check your connection and try again.", true);
+    }
     return;
   }
+  if (mine !== state.loads) return;
   if (!res.ok) {
     const problem = await problemOf(res);
     setStatus(problem.detail, true);
     return;
   }
-  const listing = await res.json();
+  // Past the last page (its last course was just deleted, or an old link): show the last one.
+  if (listing.items.length === 0 && listing.total > 0 && listing.page > listing.pages) {
+    query.set("page", String(listing.pages));
+    history.replaceState(null, "", `?${query}`);
+    load();
+    return;
+  }
   state.page = listing;
   render(listing);
   const stale = res.headers.get("x-cache") === "STALE";
