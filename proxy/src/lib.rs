@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod batch;
 pub mod body;
 pub mod checker;
 pub mod config;

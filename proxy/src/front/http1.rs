@@ -330,6 +330,8 @@ impl Connection {
             return Next::Switched;
         }
         let stall = proxy.timeouts().idle;
+        // Writes wait for this pass of the worker's reads (see `batch`).
+        crate::batch::requeue().await;
         let mut in_flight = Some(answer.in_flight);
         let written = write_body(
             io,

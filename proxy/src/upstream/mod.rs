@@ -169,6 +169,8 @@ impl Connections {
         body: &mut RequestBody<'_>,
         on_head: &mut (dyn FnMut(&ResponseHead<'_, '_>, bool) -> R + Send),
     ) -> Result<(R, UpstreamBody), Error> {
+        // Writes wait for this pass of the worker's reads (see `batch`).
+        crate::batch::requeue().await;
         // A known-empty body means the request can be written again as is.
         let bodiless = body.is_end_stream();
         loop {
