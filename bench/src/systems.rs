@@ -1,7 +1,8 @@
 //! The systems under test, each a separate process on a free loopback port in front of the
 //! same synthetic upstreams: our proxy, and HAProxy and nginx when they are on PATH, with
 //! equivalent generated configs (one thread or worker each, the closest algorithm,
-//! keep-alive to the upstreams, comparable timeouts, checks and retries).
+//! keep-alive to the upstreams, comparable timeouts, checks and retries, and the same
+//! header work: see [`HAPROXY_HEADERS`] and [`NGINX_HEADERS`]).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -218,6 +219,38 @@ pub fn ours(
     Ok(system)
 }
 
+/// What our proxy does to every request and response (DESIGN.md, "Request path"), in
+/// HAProxy's words, so that each proxy does the same work per request: `X-Forwarded-For`,
+/// `-Proto`, `-Host`, `Forwarded` and `Via` on the way in; an `X-Request-Id` made when the
+/// client sent none, echoed on the way out with `Via`; `Date` when the upstream gave none.
+pub const HAPROXY_HEADERS: &str = "\
+  option forwardfor
+  unique-id-format %[uuid()]
+  http-request set-var(txn.rid) req.hdr(x-request-id)
+  http-request set-var(txn.rid) unique-id unless { var(txn.rid) -m found }
+  http-request set-header X-Request-Id %[var(txn.rid)]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header Forwarded for=%[src];host=%[req.hdr(host)];proto=http
+  http-request add-header Via \"1.1 haproxy\"
+  http-response add-header Via \"1.1 haproxy\"
+  http-response set-header X-Request-Id %[var(txn.rid)]
+  http-response set-header Date %[date,http_date] unless { res.hdr(date) -m found }
+";
+
+/// [`HAPROXY_HEADERS`] for nginx (which adds `Date` itself). `$rid` is the client's
+/// `X-Request-Id` or a fresh `$request_id` (a `map` in the `http` block).
+pub const NGINX_HEADERS: &str = "\
+proxy_set_header Host $http_host; \
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; \
+proxy_set_header X-Forwarded-Proto $scheme; \
+proxy_set_header X-Forwarded-Host $http_host; \
+proxy_set_header Forwarded \"for=$remote_addr;host=$http_host;proto=$scheme\"; \
+proxy_set_header Via \"1.1 nginx\"; \
+proxy_set_header X-Request-Id $rid; \
+add_header Via \"1.1 nginx\" always; \
+add_header X-Request-Id $rid always;";
+
 /// HAProxy with one thread, `balance` (e.g. `leastconn`), keep-alive to the upstreams.
 pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Result<System, String> {
     let name = format!("haproxy ({balance})");
@@ -251,7 +284,7 @@ pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Resul
         "global\n  nbthread 1\n  maxconn 4000\n\
          defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server {server_timeout}\n\
          \x20 option http-keep-alive\n  http-reuse always\n\
-         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n{HAPROXY_HEADERS}  default_backend be\n\
          backend be\n  balance {balance}\n{failover}{}\n",
         servers.join("\n")
     );
@@ -286,8 +319,9 @@ pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<S
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
          \x20 client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+         \x20 map $http_x_request_id $rid {{ \"\" $request_id; default $http_x_request_id; }}\n\
          \x20 upstream app {{\n    {method};\n{}\n    keepalive 64;\n  }}\n\
-         \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; {timeouts} }}\n  }}\n}}\n",
+         \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; {NGINX_HEADERS} {timeouts} }}\n  }}\n}}\n",
         servers.join("\n")
     );
     std::fs::write(dir.join("nginx.conf"), cfg).map_err(|e| e.to_string())?;

@@ -187,3 +187,120 @@ async fn a_custom_run_meets_the_upstreams_it_was_given() {
         .unwrap();
     assert!(rr.stats.failed > 0, "{rr:?}");
 }
+
+/// What an upstream saw of one request, and what the client got back.
+struct Exchange {
+    /// The request's field names at the upstream, lower case, and its `X-Request-Id`.
+    upstream_fields: Vec<String>,
+    upstream_id: String,
+    /// The response's field names at the client, lower case, and its `X-Request-Id`.
+    client_fields: Vec<String>,
+    client_id: String,
+}
+
+/// One GET through `system` to an upstream that records the request it gets and answers
+/// without `Date` or `Via`.
+fn exchange_through(system: &bench::systems::System, upstream: &std::net::TcpListener) -> Exchange {
+    use std::io::{Read, Write};
+    fn head(stream: &mut std::net::TcpStream) -> Vec<u8> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "the head ended early");
+            head.push(byte[0]);
+        }
+        head
+    }
+    fn fields(head: &[u8], id: &mut String) -> Vec<String> {
+        let text = String::from_utf8_lossy(head);
+        text.lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| {
+                let name = name.trim().to_ascii_lowercase();
+                if name == "x-request-id" {
+                    *id = value.trim().to_owned();
+                }
+                name
+            })
+            .collect()
+    }
+    let addr = system
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(client, "GET / HTTP/1.1\r\nHost: courses.test\r\n\r\n").unwrap();
+    let (mut conn, _) = upstream.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut upstream_id = String::new();
+    let upstream_fields = fields(&head(&mut conn), &mut upstream_id);
+    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    let mut client_id = String::new();
+    let client_fields = fields(&head(&mut client), &mut client_id);
+    Exchange {
+        upstream_fields,
+        upstream_id,
+        client_fields,
+        client_id,
+    }
+}
+
+/// DESIGN.md asks for equivalent configs: HAProxy and nginx are set up to do the header work
+/// our proxy does on every request, so no proxy is measured doing less.
+#[test]
+fn every_proxy_does_the_same_header_work() {
+    use bench::systems::{self, Tuning};
+    for peer in ["haproxy", "nginx"] {
+        assert!(
+            systems::on_path(peer),
+            "{peer} is not installed (scripts/test installs it)"
+        );
+    }
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = [upstream.local_addr().unwrap()];
+    let systems = [
+        systems::ours(
+            &debug_bin("proxy"),
+            &addr,
+            "least-connections",
+            Tuning::Balance,
+        ),
+        systems::haproxy(&addr, "leastconn", Tuning::Balance),
+        systems::nginx(&addr, "least_conn", Tuning::Balance),
+    ];
+    for system in systems {
+        let system = system.unwrap();
+        let seen = exchange_through(&system, &upstream);
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+            "via",
+            "x-request-id",
+        ] {
+            assert!(
+                seen.upstream_fields.iter().any(|f| f == name),
+                "{}: the upstream got no {name}: {:?}",
+                system.name,
+                seen.upstream_fields
+            );
+        }
+        for name in ["via", "x-request-id", "date"] {
+            assert!(
+                seen.client_fields.iter().any(|f| f == name),
+                "{}: the client got no {name}: {:?}",
+                system.name,
+                seen.client_fields
+            );
+        }
+        assert!(!seen.upstream_id.is_empty(), "{}", system.name);
+        assert_eq!(seen.client_id, seen.upstream_id, "{}", system.name);
+    }
+}
