@@ -7,6 +7,7 @@
 //! Markdown and JSON output.
 
 pub mod load;
+pub mod paced;
 pub mod plot;
 pub mod report;
 pub mod scenarios;

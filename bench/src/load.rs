@@ -1,4 +1,4 @@
-//! Load generation, two ways:
+//! Load generation, two ways (and a third, [`crate::paced`], for high open-loop rates):
 //! - open loop ([`open_loop`]): requests are sent on a fixed schedule (`rate` per second)
 //!   whatever the answers do, and each latency is measured from the request's *intended* send
 //!   time, so a stall is charged to every request it delayed (no coordinated omission; Gil
@@ -90,10 +90,10 @@ pub fn histogram() -> Histogram<u64> {
 
 /// Counts answers per [`BUCKET`] since `start`.
 #[derive(Default)]
-struct Timeline(Vec<u64>);
+pub(crate) struct Timeline(pub(crate) Vec<u64>);
 
 impl Timeline {
-    fn record(&mut self, start: Instant, at: Instant) {
+    pub(crate) fn record(&mut self, start: Instant, at: Instant) {
         let i = (at.saturating_duration_since(start).as_millis() / BUCKET.as_millis()) as usize;
         if self.0.len() <= i {
             self.0.resize(i + 1, 0);
@@ -103,12 +103,12 @@ impl Timeline {
 }
 
 /// Prints `label: 3/10 s, 1234 answered` on one stderr line until dropped.
-struct Progress {
+pub(crate) struct Progress {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Progress {
-    fn start(label: &str, duration: Duration, answered: Arc<AtomicU64>) -> Progress {
+    pub(crate) fn start(label: &str, duration: Duration, answered: Arc<AtomicU64>) -> Progress {
         let label = label.to_string();
         let start = Instant::now();
         let task = tokio::spawn(async move {
@@ -209,12 +209,14 @@ pub async fn open_loop(
     Stats::from_histogram(&hist, total, failed, start.elapsed(), timeline.0)
 }
 
-/// Who drove a closed-loop run.
+/// Who drove a run (see [`crate::scenarios::Row::generator`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Generator {
     Wrk,
     BuiltIn,
+    /// Open loop over a fixed set of connections ([`crate::paced`]).
+    Paced,
 }
 
 /// What wrk prints when its run is done: one line, read back by [`wrk`].

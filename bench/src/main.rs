@@ -66,6 +66,11 @@ struct Cli {
     /// `load`: the URL to send GETs to.
     #[arg(long)]
     url: Option<String>,
+    /// `load`: send over this many keep-alive connections with the lean paced generator
+    /// (wrk2's model; for rates the default generator cannot reach), instead of a connection
+    /// per concurrent request.
+    #[arg(long)]
+    connections: Option<usize>,
     #[arg(long, hide = true, default_value_t = 0)]
     port: u16,
     #[arg(long, hide = true, default_value_t = 1)]
@@ -104,7 +109,10 @@ async fn bench(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         };
         let duration = Duration::from_secs_f64(cli.duration);
-        let stats = bench::load::open_loop("load", url, cli.rate, duration, Vec::new()).await;
+        let stats = match cli.connections {
+            Some(n) => bench::paced::run("load", url, cli.rate, duration, n).await,
+            None => bench::load::open_loop("load", url, cli.rate, duration, Vec::new()).await,
+        };
         println!(
             "sent {} failed {} req/s {:.0} p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.1} ms",
             stats.sent,

@@ -47,6 +47,12 @@ pub fn markdown(outcome: &Outcome) -> String {
                 Some(crate::load::Generator::Wrk) => format!("wrk, {} conns", r.connections),
                 _ => format!("closed, {} conns", r.connections),
             }
+        } else if r.generator == Some(crate::load::Generator::Paced) {
+            format!(
+                "{:.0}/s paced, {} conns",
+                r.rate,
+                crate::scenarios::MAX_CONNECTIONS
+            )
         } else if r.rate > 0.0 {
             format!("{:.0}/s", r.rate)
         } else {

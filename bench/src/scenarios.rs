@@ -37,7 +37,8 @@ pub struct Row {
     pub rate: f64,
     /// Closed loop: the connections; 0 for open loop.
     pub connections: usize,
-    /// Closed loop: who drove it.
+    /// Who drove it: for closed loop, wrk or the built-in loop; for open loop, `Paced`
+    /// when the lean paced generator did (`None`: one connection per concurrent request).
     pub generator: Option<Generator>,
     #[serde(flatten)]
     pub stats: Stats,
@@ -310,11 +311,44 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
     outcome
 }
 
-/// Connections of the closed-loop runs (wrk's usual `-c64`).
+/// Connections of the closed-loop runs (wrk's usual `-c64`), and of the paced open-loop
+/// ones.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// The `overhead-<N>k` rates: each system at the same high open-loop rates, with the lean
+/// paced generator, for the latency each adds at a given throughput.
+pub const PACED_RATES: [f64; 3] = [20_000.0, 40_000.0, 60_000.0];
+
+/// Open loop at `rate` over [`MAX_CONNECTIONS`] connections with [`crate::paced`]; CPU is
+/// `system`'s when given. The scenario is named after the rate (`overhead-40k`).
+async fn measure_paced(
+    name: &str,
+    url: &str,
+    system: Option<&System>,
+    rate: f64,
+    duration: Duration,
+) -> Row {
+    let scenario = format!("overhead-{}k", (rate / 1000.0).round());
+    let label = format!("{scenario}: {name}");
+    let cpu = || system.map_or(0.0, System::cpu_seconds);
+    let cpu_before = cpu();
+    let stats = crate::paced::run(&label, url, rate, duration, MAX_CONNECTIONS).await;
+    Row {
+        scenario,
+        system: name.into(),
+        rate,
+        generator: Some(Generator::Paced),
+        cpu_seconds: cpu() - cpu_before,
+        retries: system.map_or(0, |s| s.counter("proxy_retries_total{")),
+        retries_refused: system.map_or(0, |s| s.counter("proxy_retry_budget_exhausted_total{")),
+        stats,
+        ..Row::default()
+    }
+}
+
 /// What a proxy costs: direct to one upstream vs through each proxy (three instant
-/// upstreams): closed-loop maximum throughput, then latency at a fixed open-loop rate.
+/// upstreams): closed-loop maximum throughput, latency at a fixed open-loop rate, then
+/// latency at each of [`PACED_RATES`].
 pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     let mut outcome = Outcome::default();
     let rate = 5000.0 * opts.rate_scale;
@@ -354,6 +388,10 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         stats: open_loop(&label, &url, rate, opts.duration, Vec::new()).await,
         ..Row::default()
     });
+    for paced in PACED_RATES.map(|r| r * opts.rate_scale) {
+        let row = measure_paced(direct, &url, None, paced, opts.duration).await;
+        outcome.rows.push(row);
+    }
     let starters = systems_with(
         opts,
         &["least-connections", "peak-ewma"],
@@ -377,6 +415,10 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
                 outcome.rows.push(max);
                 let row = measure("overhead-rate", &system, rate, opts.duration, Vec::new()).await;
                 outcome.rows.push(row);
+                for paced in PACED_RATES.map(|r| r * opts.rate_scale) {
+                    let row = measure_paced(&name, &url, Some(&system), paced, opts.duration).await;
+                    outcome.rows.push(row);
+                }
             }
             Err(e) => outcome.skipped.push(format!("{label}: {e}")),
         }

@@ -98,14 +98,24 @@ async fn overhead_measures_direct_and_each_proxy_both_ways() {
         .iter()
         .filter(|r| r.system.starts_with("direct"))
         .collect();
-    assert_eq!(direct.len(), 2, "{:?}", outcome.skipped);
-    assert_eq!(ours(&outcome).len(), 4, "{:?}", outcome.skipped);
+    // Closed loop, 500/s, then the paced rates (at a tenth: 2k, 4k and 6k per second).
+    assert_eq!(direct.len(), 5, "{:?}", outcome.skipped);
+    assert_eq!(ours(&outcome).len(), 10, "{:?}", outcome.skipped);
     for row in &outcome.rows {
         assert_eq!(row.stats.failed, 0, "{} {}", row.scenario, row.system);
-        if row.scenario == "overhead-max" {
-            assert!(row.connections > 0 && row.stats.ok > 0, "{row:?}");
-        } else {
-            assert_eq!(row.stats.sent, 500, "{row:?}");
+        match row.scenario.as_str() {
+            "overhead-max" => assert!(row.connections > 0 && row.stats.ok > 0, "{row:?}"),
+            "overhead-rate" => assert_eq!(row.stats.sent, 500, "{row:?}"),
+            paced => {
+                let thousands: u64 = paced
+                    .strip_prefix("overhead-")
+                    .and_then(|k| k.strip_suffix('k'))
+                    .and_then(|k| k.parse().ok())
+                    .unwrap_or_else(|| panic!("unexpected scenario {paced}"));
+                assert_eq!(row.stats.sent, thousands * 1000, "{row:?}");
+                assert_eq!(row.stats.ok, row.stats.sent, "{row:?}");
+                assert!(row.stats.p50_ms > 0.0, "{row:?}");
+            }
         }
     }
     // wrk drives the closed loop where it is installed; the built-in loop elsewhere.
@@ -119,6 +129,10 @@ async fn overhead_measures_direct_and_each_proxy_both_ways() {
         table.contains(&format!(
             "| overhead-max | ours (least-connections) | {generator}, 64 conns |"
         )),
+        "{table}"
+    );
+    assert!(
+        table.contains("| overhead-4k | ours (peak-ewma) | 4000/s paced, 64 conns | 4000 | 0 |"),
         "{table}"
     );
 }
