@@ -96,7 +96,7 @@ fn systems_with(
             Box::new(move |ups| systems::haproxy(ups, "leastconn", tuning)),
         ));
     } else {
-        outcome.skipped.push("haproxy (not on PATH)".into());
+        skip_once(outcome, "haproxy (not on PATH)");
     }
     if on_path("nginx") {
         list.push((
@@ -104,9 +104,15 @@ fn systems_with(
             Box::new(move |ups| systems::nginx(ups, "least_conn", tuning)),
         ));
     } else {
-        outcome.skipped.push("nginx (not on PATH)".into());
+        skip_once(outcome, "nginx (not on PATH)");
     }
     list
+}
+
+fn skip_once(outcome: &mut Outcome, what: &str) {
+    if !outcome.skipped.iter().any(|s| s == what) {
+        outcome.skipped.push(what.into());
+    }
 }
 
 /// Synthetic upstreams with these profiles (seeded 1, 2, 3…: every system meets the same
@@ -348,7 +354,7 @@ async fn measure_paced(
 
 /// What a proxy costs: direct to one upstream vs through each proxy (three instant
 /// upstreams): closed-loop maximum throughput, latency at a fixed open-loop rate, then
-/// latency at each of [`PACED_RATES`].
+/// latency at each of [`PACED_RATES`]; last, closed-loop throughput behind HTTPS.
 pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     let mut outcome = Outcome::default();
     let rate = 5000.0 * opts.rate_scale;
@@ -421,6 +427,33 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
                 }
             }
             Err(e) => outcome.skipped.push(format!("{label}: {e}")),
+        }
+    }
+    // The same systems behind HTTPS, closed loop (wrk speaks TLS; the built-in loop does not).
+    if !on_path("wrk") {
+        outcome
+            .skipped
+            .push("overhead-tls-max (wrk drives HTTPS; not on PATH)".into());
+        return outcome;
+    }
+    let algorithms = ["least-connections", "peak-ewma"];
+    for (label, start) in systems_with(opts, &algorithms, Tuning::Tls, &mut outcome) {
+        match start(&addrs) {
+            Ok(system) => {
+                progress(&format!("overhead-tls: {}", system.name));
+                let (name, url) = (system.name.clone(), system.url.clone());
+                let row = measure_max(
+                    "overhead-tls-max",
+                    &name,
+                    &url,
+                    Some(&system),
+                    connections,
+                    opts.duration,
+                )
+                .await;
+                outcome.rows.push(row);
+            }
+            Err(e) => outcome.skipped.push(format!("{label} (https): {e}")),
         }
     }
     outcome

@@ -16,6 +16,43 @@ pub enum Tuning {
     Balance,
     /// Health checks every 1 s (fall 2, rise 2), 1 s upstream timeouts, 2 tries.
     Failover,
+    /// Plain balancing behind an HTTPS listener (TLS 1.2/1.3, ALPN `http/1.1`), every
+    /// system with the same [`dev_cert`].
+    Tls,
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1` (rcgen, ECDSA P-256), made
+/// once per process: the certificate, the key, and both in one file (HAProxy's `crt`).
+pub fn dev_cert() -> Result<&'static DevCert, String> {
+    static CERT: std::sync::OnceLock<Result<DevCert, String>> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let made = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+        let (cert, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let dir = workdir("tls");
+        let paths = DevCert {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            both: dir.join("both.pem"),
+        };
+        for (path, text) in [
+            (&paths.cert, cert.clone()),
+            (&paths.key, key.clone()),
+            (&paths.both, cert + &key),
+        ] {
+            std::fs::write(path, text).map_err(|e| e.to_string())?;
+        }
+        Ok(paths)
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// Where [`dev_cert`] wrote its files.
+pub struct DevCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub both: PathBuf,
 }
 
 /// A running system under test.
@@ -186,12 +223,22 @@ pub fn ours(
     } else {
         "5s"
     };
+    // With TLS the measured port is the https listener; http goes to a port of its own.
+    let listen = if tuning == Tuning::Tls {
+        let cert = dev_cert()?;
+        format!(
+            "http = \"127.0.0.1:{}\"\nhttps = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\n\
+             [tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            free_port(),
+            cert.cert.display(),
+            cert.key.display()
+        )
+    } else {
+        format!("http = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\n")
+    };
     std::fs::write(
         dir.join("proxy.toml"),
-        format!(
-            "[listen]\nhttp = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\n\
-             [runtime]\nworkers = 1\n[timeouts]\nper_try = \"{per_try}\"\n"
-        ),
+        format!("[listen]\n{listen}[runtime]\nworkers = 1\n[timeouts]\nper_try = \"{per_try}\"\n"),
     )
     .map_err(|e| e.to_string())?;
     let endpoints: Vec<String> = upstreams
@@ -216,7 +263,7 @@ pub fn ours(
         .env("RUST_LOG", "warn");
     let mut system = spawn(name, cmd, port, dir)?;
     system.admin = Some(([127, 0, 0, 1], admin).into());
-    Ok(system)
+    Ok(with_scheme(system, tuning, port))
 }
 
 /// What our proxy does to every request and response (DESIGN.md, "Request path"), in
@@ -229,9 +276,9 @@ pub const HAPROXY_HEADERS: &str = "\
   http-request set-var(txn.rid) req.hdr(x-request-id)
   http-request set-var(txn.rid) unique-id unless { var(txn.rid) -m found }
   http-request set-header X-Request-Id %[var(txn.rid)]
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  http-request set-header Forwarded for=%[src];host=%[req.hdr(host)];proto=http
+  http-request set-header Forwarded for=%[src];host=%[req.hdr(host)];proto=%[ssl_fc,iif(https,http)]
   http-request add-header Via \"1.1 haproxy\"
   http-response add-header Via \"1.1 haproxy\"
   http-response set-header X-Request-Id %[var(txn.rid)]
@@ -280,18 +327,23 @@ pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Resul
     } else {
         "30s"
     };
+    let ssl = if tuning == Tuning::Tls {
+        format!(" ssl crt {} alpn http/1.1", dev_cert()?.both.display())
+    } else {
+        String::new()
+    };
     let cfg = format!(
         "global\n  nbthread 1\n  maxconn 4000\n\
          defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server {server_timeout}\n\
          \x20 option http-keep-alive\n  http-reuse always\n\
-         frontend fe\n  bind 127.0.0.1:{port}\n{HAPROXY_HEADERS}  default_backend be\n\
+         frontend fe\n  bind 127.0.0.1:{port}{ssl}\n{HAPROXY_HEADERS}  default_backend be\n\
          backend be\n  balance {balance}\n{failover}{}\n",
         servers.join("\n")
     );
     std::fs::write(dir.join("haproxy.cfg"), cfg).map_err(|e| e.to_string())?;
     let mut cmd = Command::new("haproxy");
     cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
-    spawn(name, cmd, port, dir)
+    Ok(with_scheme(spawn(name, cmd, port, dir)?, tuning, port))
 }
 
 /// nginx with one worker, `method` (e.g. `least_conn`), upstream keep-alive.
@@ -314,6 +366,16 @@ pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<S
         ""
     };
     let d = dir.display();
+    let ssl = if tuning == Tuning::Tls {
+        let cert = dev_cert()?;
+        format!(
+            " ssl;\n    ssl_certificate {};\n    ssl_certificate_key {}",
+            cert.cert.display(),
+            cert.key.display()
+        )
+    } else {
+        String::new()
+    };
     let cfg = format!(
         "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ worker_connections 4096; }}\n\
@@ -321,7 +383,7 @@ pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<S
          \x20 client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
          \x20 map $http_x_request_id $rid {{ \"\" $request_id; default $http_x_request_id; }}\n\
          \x20 upstream app {{\n    {method};\n{}\n    keepalive 64;\n  }}\n\
-         \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; {NGINX_HEADERS} {timeouts} }}\n  }}\n}}\n",
+         \x20 server {{\n    listen 127.0.0.1:{port}{ssl};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; {NGINX_HEADERS} {timeouts} }}\n  }}\n}}\n",
         servers.join("\n")
     );
     std::fs::write(dir.join("nginx.conf"), cfg).map_err(|e| e.to_string())?;
@@ -330,5 +392,13 @@ pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<S
         .arg(dir.join("nginx.conf"))
         .arg("-p")
         .arg(&dir);
-    spawn(name, cmd, port, dir)
+    Ok(with_scheme(spawn(name, cmd, port, dir)?, tuning, port))
+}
+
+/// Points `system.url` at its https listener when `tuning` is [`Tuning::Tls`].
+fn with_scheme(mut system: System, tuning: Tuning, port: u16) -> System {
+    if tuning == Tuning::Tls {
+        system.url = format!("https://127.0.0.1:{port}/");
+    }
+    system
 }
