@@ -354,7 +354,8 @@ async fn measure_paced(
 
 /// What a proxy costs: direct to one upstream vs through each proxy (three instant
 /// upstreams): closed-loop maximum throughput, latency at a fixed open-loop rate, then
-/// latency at each of [`PACED_RATES`]; last, closed-loop throughput behind HTTPS.
+/// latency at each of [`PACED_RATES`]; the peers' closed loop without header work, for
+/// reference; last, closed-loop throughput behind HTTPS.
 pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     let mut outcome = Outcome::default();
     let rate = 5000.0 * opts.rate_scale;
@@ -427,6 +428,27 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
                 }
             }
             Err(e) => outcome.skipped.push(format!("{label}: {e}")),
+        }
+    }
+    // For reference, the peers' closed loop without the header work (the published setup).
+    let bare = systems_with(opts, &[], Tuning::Bare, &mut outcome);
+    for (label, start) in bare {
+        match start(&addrs) {
+            Ok(system) => {
+                progress(&format!("overhead: {}", system.name));
+                let (name, url) = (system.name.clone(), system.url.clone());
+                let row = measure_max(
+                    "overhead-max",
+                    &name,
+                    &url,
+                    Some(&system),
+                    connections,
+                    opts.duration,
+                )
+                .await;
+                outcome.rows.push(row);
+            }
+            Err(e) => outcome.skipped.push(format!("{label} (no headers): {e}")),
         }
     }
     // The same systems behind HTTPS, closed loop (wrk speaks TLS; the built-in loop does not).

@@ -16,6 +16,9 @@ pub enum Tuning {
     Balance,
     /// Health checks every 1 s (fall 2, rise 2), 1 s upstream timeouts, 2 tries.
     Failover,
+    /// HAProxy and nginx without the header work our proxy always does (the setup the
+    /// published figures use), for reference.
+    Bare,
     /// Plain balancing behind an HTTPS listener (TLS 1.2/1.3, ALPN `http/1.1`), every
     /// system with the same [`dev_cert`].
     Tls,
@@ -300,7 +303,12 @@ add_header X-Request-Id $rid always;";
 
 /// HAProxy with one thread, `balance` (e.g. `leastconn`), keep-alive to the upstreams.
 pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Result<System, String> {
-    let name = format!("haproxy ({balance})");
+    let name = bare_name("haproxy", balance, tuning);
+    let headers = if tuning == Tuning::Bare {
+        ""
+    } else {
+        HAPROXY_HEADERS
+    };
     let dir = workdir(&format!("haproxy-{balance}"));
     let port = free_port();
     let servers: Vec<String> = upstreams
@@ -336,7 +344,7 @@ pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Resul
         "global\n  nbthread 1\n  maxconn 4000\n\
          defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server {server_timeout}\n\
          \x20 option http-keep-alive\n  http-reuse always\n\
-         frontend fe\n  bind 127.0.0.1:{port}{ssl}\n{HAPROXY_HEADERS}  default_backend be\n\
+         frontend fe\n  bind 127.0.0.1:{port}{ssl}\n{headers}  default_backend be\n\
          backend be\n  balance {balance}\n{failover}{}\n",
         servers.join("\n")
     );
@@ -348,7 +356,12 @@ pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Resul
 
 /// nginx with one worker, `method` (e.g. `least_conn`), upstream keep-alive.
 pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<System, String> {
-    let name = format!("nginx ({method})");
+    let name = bare_name("nginx", method, tuning);
+    let headers = if tuning == Tuning::Bare {
+        ""
+    } else {
+        NGINX_HEADERS
+    };
     let dir = workdir(&format!("nginx-{method}"));
     let port = free_port();
     let fails = if tuning == Tuning::Failover {
@@ -383,7 +396,7 @@ pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<S
          \x20 client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
          \x20 map $http_x_request_id $rid {{ \"\" $request_id; default $http_x_request_id; }}\n\
          \x20 upstream app {{\n    {method};\n{}\n    keepalive 64;\n  }}\n\
-         \x20 server {{\n    listen 127.0.0.1:{port}{ssl};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; {NGINX_HEADERS} {timeouts} }}\n  }}\n}}\n",
+         \x20 server {{\n    listen 127.0.0.1:{port}{ssl};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; {headers} {timeouts} }}\n  }}\n}}\n",
         servers.join("\n")
     );
     std::fs::write(dir.join("nginx.conf"), cfg).map_err(|e| e.to_string())?;
@@ -393,6 +406,15 @@ pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<S
         .arg("-p")
         .arg(&dir);
     Ok(with_scheme(spawn(name, cmd, port, dir)?, tuning, port))
+}
+
+/// `haproxy (leastconn)`, or `haproxy (leastconn, no headers)` for [`Tuning::Bare`].
+fn bare_name(peer: &str, algorithm: &str, tuning: Tuning) -> String {
+    if tuning == Tuning::Bare {
+        format!("{peer} ({algorithm}, no headers)")
+    } else {
+        format!("{peer} ({algorithm})")
+    }
 }
 
 /// Points `system.url` at its https listener when `tuning` is [`Tuning::Tls`].
