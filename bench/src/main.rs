@@ -108,6 +108,13 @@ async fn bench(cli: Cli) -> ExitCode {
             eprintln!("bench load: --url is required");
             return ExitCode::FAILURE;
         };
+        let valid = url.parse::<http::Uri>().ok().is_some_and(|u| {
+            u.scheme_str() == Some("http") && u.authority().is_some_and(|a| a.port_u16().is_some())
+        });
+        if !valid {
+            eprintln!("bench load: --url {url}: expected http://HOST:PORT/PATH");
+            return ExitCode::FAILURE;
+        }
         let duration = Duration::from_secs_f64(cli.duration);
         let stats = match cli.connections {
             Some(n) => bench::paced::run("load", url, cli.rate, duration, n).await,

@@ -96,18 +96,23 @@ impl Run {
 async fn paced(label: &str, url: &str, rate: f64, duration: Duration, connections: usize) -> Stats {
     let uri: http::Uri = url.parse().expect("a valid url");
     let authority = uri.authority().expect("url has a host").as_str().to_owned();
-    let addr = tokio::net::lookup_host(&authority)
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .expect("the url's host resolves");
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let resolved = tokio::net::lookup_host(&authority).await.ok();
+    let Some(addr) = resolved.and_then(|mut a| a.next()) else {
+        eprintln!("{label}: {authority} does not resolve; every request failed");
+        return Stats {
+            sent: total,
+            failed: total,
+            ..Stats::default()
+        };
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let start = Instant::now() + Duration::from_millis(20);
     let run = Rc::new(Run {
         addr,
         head: format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n\r\n").into_bytes(),
         rate,
-        total: (rate * duration.as_secs_f64()) as u64,
+        total,
         start,
         give_up: start + duration + GRACE,
         next: Cell::new(0),
