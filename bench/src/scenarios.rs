@@ -432,25 +432,16 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     }
     // For reference, the peers' closed loop without the header work (the published setup).
     let bare = systems_with(opts, &[], Tuning::Bare, &mut outcome);
-    for (label, start) in bare {
-        match start(&addrs) {
-            Ok(system) => {
-                progress(&format!("overhead: {}", system.name));
-                let (name, url) = (system.name.clone(), system.url.clone());
-                let row = measure_max(
-                    "overhead-max",
-                    &name,
-                    &url,
-                    Some(&system),
-                    connections,
-                    opts.duration,
-                )
-                .await;
-                outcome.rows.push(row);
-            }
-            Err(e) => outcome.skipped.push(format!("{label} (no headers): {e}")),
-        }
-    }
+    max_of_each(
+        "overhead-max",
+        bare,
+        &addrs,
+        opts,
+        progress,
+        &mut outcome,
+        "no headers",
+    )
+    .await;
     // The same systems behind HTTPS, closed loop (wrk speaks TLS; the built-in loop does not).
     if !on_path("wrk") {
         outcome
@@ -459,26 +450,50 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         return outcome;
     }
     let algorithms = ["least-connections", "peak-ewma"];
-    for (label, start) in systems_with(opts, &algorithms, Tuning::Tls, &mut outcome) {
-        match start(&addrs) {
+    let tls = systems_with(opts, &algorithms, Tuning::Tls, &mut outcome);
+    max_of_each(
+        "overhead-tls-max",
+        tls,
+        &addrs,
+        opts,
+        progress,
+        &mut outcome,
+        "https",
+    )
+    .await;
+    outcome
+}
+
+/// Starts each of `starters` in front of `addrs` and measures its closed-loop maximum as
+/// `scenario`; a system that cannot start is reported as skipped, marked with `how`.
+async fn max_of_each(
+    scenario: &str,
+    starters: Vec<Starter>,
+    addrs: &[std::net::SocketAddr],
+    opts: &Options,
+    progress: &dyn Fn(&str),
+    outcome: &mut Outcome,
+    how: &str,
+) {
+    for (label, start) in starters {
+        match start(addrs) {
             Ok(system) => {
-                progress(&format!("overhead-tls: {}", system.name));
+                progress(&format!("{scenario}: {}", system.name));
                 let (name, url) = (system.name.clone(), system.url.clone());
                 let row = measure_max(
-                    "overhead-tls-max",
+                    scenario,
                     &name,
                     &url,
                     Some(&system),
-                    connections,
+                    MAX_CONNECTIONS,
                     opts.duration,
                 )
                 .await;
                 outcome.rows.push(row);
             }
-            Err(e) => outcome.skipped.push(format!("{label} (https): {e}")),
+            Err(e) => outcome.skipped.push(format!("{label} ({how}): {e}")),
         }
     }
-    outcome
 }
 
 /// Our proxy at 2000 req/s while `upstreams.toml` is edited three times (an endpoint
