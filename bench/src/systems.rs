@@ -4,7 +4,7 @@
 //! keep-alive to the upstreams, comparable timeouts, checks and retries, and the same
 //! header work: see [`HAPROXY_HEADERS`] and [`NGINX_HEADERS`]).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -157,12 +157,7 @@ fn proc_stat(path: &Path) -> Option<ProcStat> {
     })
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use shared::ports::free_port;
 
 pub fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH")

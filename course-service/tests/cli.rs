@@ -268,17 +268,6 @@ fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
 
 // ===== cluster =====
 
-/// Two consecutive free ports.
-fn free_port_pair() -> u16 {
-    for _ in 0..50 {
-        let p = support::free_port();
-        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no two consecutive free ports");
-}
-
 /// Collects a child's stderr lines in the background.
 fn capture_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -309,7 +298,7 @@ fn worker_pids(lines: &Mutex<Vec<String>>, n: u16) -> Vec<i32> {
 
 #[test]
 fn cluster_restarts_a_killed_worker_and_drains_on_sigterm() {
-    let base = free_port_pair();
+    let base = shared::ports::free_ports(2);
     let mut cluster = course_service()
         .args([
             "cluster",

@@ -1,4 +1,5 @@
-//! What both MicroCourses binaries (`proxy` and `course-service`) need, and nothing else.
+//! What more than one MicroCourses crate needs (the `proxy` and `course-service` binaries, the
+//! bench harness), and nothing else.
 //!
 //! - [`telemetry`]: one way to set up `tracing` logs, driven by `RUST_LOG`.
 //! - [`shutdown`]: the SIGTERM/SIGINT future every server awaits before draining.
@@ -6,10 +7,13 @@
 //!   proxy's health checker.
 //! - [`config`]: reading a TOML file into typed, validated structs, with errors that name the
 //!   file, line, column and field.
+//! - [`ports`]: free loopback ports, below the ephemeral range, for the processes the tests
+//!   and the bench harness start.
 //!
-//! A thing goes here only when both sides use it; this is not a junk drawer.
+//! A thing goes here only when more than one crate uses it; this is not a junk drawer.
 
 pub mod config;
 pub mod health;
+pub mod ports;
 pub mod shutdown;
 pub mod telemetry;

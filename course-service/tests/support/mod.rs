@@ -5,7 +5,7 @@
 
 pub mod browser;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,13 +27,7 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A free loopback port (the OS picks it; a tiny race with other processes is accepted).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use shared::ports::free_port;
 
 /// Polls `cond` until it holds or `deadline` passes; panics with `what` on timeout.
 pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {

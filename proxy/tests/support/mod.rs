@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
@@ -23,12 +23,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use shared::ports::free_port;
 
 /// Polls `cond` until true or the deadline passes (then panics naming `what`).
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut cond: F)
@@ -635,7 +630,7 @@ impl ProxyBuilder {
             .stdin(Stdio::null())
             .spawn()
             .expect("start proxy");
-        let p = ProxyProcess {
+        let mut p = ProxyProcess {
             http,
             https,
             admin,
@@ -646,11 +641,18 @@ impl ProxyBuilder {
             .into_iter()
             .flatten()
             .collect();
-        eventually("the proxy to listen", Duration::from_secs(20), || {
-            let ports = ports.clone();
-            async move { ports.iter().all(|a| TcpStream::connect(a).is_ok()) }
-        })
-        .await;
+        let end = Instant::now() + Duration::from_secs(20);
+        while !ports.iter().all(|a| TcpStream::connect(a).is_ok()) {
+            // A proxy that exits (its error is on stderr above) will never listen.
+            if let Some(status) = p.child.try_wait().expect("proxy status") {
+                panic!("the proxy exited before listening on {ports:?}: {status}");
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out after 20 s waiting for the proxy to listen on {ports:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         p
     }
 }

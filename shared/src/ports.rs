@@ -1,0 +1,116 @@
+//! Free loopback ports for a process about to be started (by the tests and the bench
+//! harness), which must be told its port before it binds it.
+//!
+//! Asking the kernel (`bind 127.0.0.1:0`) hands out a port from the ephemeral range, the
+//! range `connect()` also draws client ports from. Between closing that probe and the
+//! child's own `bind`, an outgoing connection, or one of the thousands left in TIME_WAIT by
+//! a load test, can take the port, and the child fails with "address in use". The kernel
+//! never picks a port below the ephemeral range by itself, so the ports come from there:
+//! each process walks that range from its own starting point (derived from its pid) and
+//! probes every port before handing it out.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// The lowest port handed out: above the well-known and the common development ports.
+const FIRST: u32 = 15_000;
+/// Where the ephemeral range starts when `/proc` does not say (Linux's default).
+const DEFAULT_EPHEMERAL_START: u32 = 32_768;
+
+/// A loopback TCP port nothing is bound to, that no other call in this process returns.
+///
+/// # Panics
+/// If no free port is left below the ephemeral range (a test-harness failure).
+pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `count` consecutive free loopback TCP ports (for a server that binds
+/// `base`, `base + 1`, …).
+///
+/// # Panics
+/// If no such run of ports is free below the ephemeral range, or `count` is 0.
+pub fn free_ports(count: u16) -> u16 {
+    assert!(count > 0, "free_ports(0)");
+    let range = range();
+    let span = range.end - range.start;
+    let count = u32::from(count);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    for _ in 0..span / count {
+        let offset = NEXT.fetch_add(count, Ordering::Relaxed);
+        let base = range.start + (start_offset(span) + offset) % span;
+        if base + count > range.end {
+            continue; // a run may not wrap around the end of the range
+        }
+        if (base..base + count).all(|p| is_free(p as u16)) {
+            return base as u16;
+        }
+    }
+    panic!("no {count} consecutive free loopback ports in {range:?}");
+}
+
+/// From `FIRST` up to the start of the kernel's ephemeral range.
+fn range() -> std::ops::Range<u32> {
+    static RANGE: OnceLock<std::ops::Range<u32>> = OnceLock::new();
+    RANGE
+        .get_or_init(|| {
+            let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+                .unwrap_or(DEFAULT_EPHEMERAL_START);
+            // A machine whose ephemeral range starts low still gets a usable range; the
+            // probe below then guards alone, as `bind :0` would.
+            FIRST..ephemeral_start.clamp(FIRST + 1_000, 65_536)
+        })
+        .clone()
+}
+
+/// Where this process starts walking: spread by pid, so that processes running at the same
+/// time (a test and the harness it starts) rarely probe the same ports.
+fn start_offset(span: u32) -> u32 {
+    std::process::id().wrapping_mul(2_654_435_761) % span
+}
+
+/// Whether a listener could bind the port now (with `SO_REUSEADDR`, as `std` and our
+/// servers set it).
+fn is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let range = range();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            ports.len(),
+            "a port handed out twice: {ports:?}"
+        );
+        for p in ports {
+            assert!(range.contains(&u32::from(p)), "{p} outside {range:?}");
+            assert!(is_free(p), "{p} is taken");
+        }
+    }
+
+    #[test]
+    fn a_run_of_ports_is_consecutive_and_a_held_port_is_not_free() {
+        let base = free_ports(3);
+        let held: Vec<TcpListener> = (base..base + 3)
+            .map(|p| TcpListener::bind(("127.0.0.1", p)).expect("each port of the run binds"))
+            .collect();
+        assert!(
+            (base..base + 3).all(|p| !is_free(p)),
+            "held ports probed as free"
+        );
+        drop(held);
+        assert!(is_free(base), "{base} is free again once released");
+    }
+}
