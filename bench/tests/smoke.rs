@@ -217,7 +217,7 @@ struct Exchange {
 }
 
 /// One GET through `system` to an upstream that records the request it gets and answers
-/// without `Date` or `Via`.
+/// without `Date` or `Via` (health checks on the way are answered and skipped).
 fn exchange_through(system: &bench::systems::System, upstream: &std::net::TcpListener) -> Exchange {
     use std::io::{Read, Write};
     fn head(stream: &mut std::net::TcpStream) -> Vec<u8> {
@@ -251,12 +251,26 @@ fn exchange_through(system: &bench::systems::System, upstream: &std::net::TcpLis
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(client, "GET / HTTP/1.1\r\nHost: courses.test\r\n\r\n").unwrap();
-    let (mut conn, _) = upstream.accept().unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    write!(
+        client,
+        "GET /exchange HTTP/1.1\r\nHost: courses.test\r\n\r\n"
+    )
+    .unwrap();
+    // The proxy's health checks may come first: each gets its answer, and the client's
+    // request is the one for `/exchange`.
+    let (mut conn, request) = loop {
+        let (mut conn, _) = upstream.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let request = head(&mut conn);
+        if request.starts_with(b"GET /exchange ") {
+            break (conn, request);
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    };
     let mut upstream_id = String::new();
-    let upstream_fields = fields(&head(&mut conn), &mut upstream_id);
+    let upstream_fields = fields(&request, &mut upstream_id);
     conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         .unwrap();
     let mut client_id = String::new();
