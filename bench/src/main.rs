@@ -53,6 +53,10 @@ struct Cli {
     /// Where `<timestamp>/report.md` and `results.json` go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// `overhead`: closed-loop runs of each system, taking turns; the median is reported
+    /// (closed-loop req/s moves by about 8 % from run to run on a shared machine).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
     /// Multiplies every scenario's request rate.
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
@@ -145,6 +149,7 @@ async fn bench(cli: Cli) -> ExitCode {
         rate_scale: cli.rate_scale,
         service_bin: cli.service_bin,
         bench_bin: std::env::current_exe().unwrap_or_else(|_| "bench".into()),
+        rounds: usize::from(cli.rounds),
     };
     let outcome = run(cli.scenario, &opts, &cli.upstreams, cli.rate).await;
     let table = report::markdown(&outcome);

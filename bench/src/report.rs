@@ -65,6 +65,14 @@ pub fn markdown(outcome: &Outcome) -> String {
                 r.retries, r.retries_refused
             ));
         }
+        if r.rounds.len() > 1 {
+            let low = r.rounds.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = r.rounds.iter().copied().fold(0.0, f64::max);
+            notes.push(format!(
+                "median of {} runs ({low:.0}–{high:.0} req/s)",
+                r.rounds.len()
+            ));
+        }
         if r.reloads > 0 {
             notes.push(format!("{} reloads", r.reloads));
         }

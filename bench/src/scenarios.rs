@@ -26,6 +26,9 @@ pub struct Options {
     pub service_bin: PathBuf,
     /// The bench binary itself: `bench upstream` runs upstreams as processes of their own.
     pub bench_bin: PathBuf,
+    /// How many times `overhead` measures each system's closed-loop maximum (the systems
+    /// taking turns); the median run is reported.
+    pub rounds: usize,
 }
 
 /// One system's result in one scenario.
@@ -49,6 +52,9 @@ pub struct Row {
     pub retries_refused: u64,
     /// Our proxy only: configuration reloads applied during the run.
     pub reloads: u64,
+    /// Closed loop measured several times: every run's req/s, in the order run (the row
+    /// itself is the median run). Empty for a single run.
+    pub rounds: Vec<f64>,
 }
 
 /// A scenario's rows, and the peers it could not run.
@@ -352,10 +358,10 @@ async fn measure_paced(
     }
 }
 
-/// What a proxy costs: direct to one upstream vs through each proxy (three instant
-/// upstreams): closed-loop maximum throughput, latency at a fixed open-loop rate, then
-/// latency at each of [`PACED_RATES`]; the peers' closed loop without header work, for
-/// reference; last, closed-loop throughput behind HTTPS.
+/// Each system in front of three upstreams, against the direct run (one client, one of the
+/// upstreams): closed-loop maximum throughput, for the peers also without header work (the
+/// published setup); latency at a fixed open-loop rate, then at each of [`PACED_RATES`]; last,
+/// closed-loop throughput behind HTTPS.
 pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     let mut outcome = Outcome::default();
     let rate = 5000.0 * opts.rate_scale;
@@ -372,76 +378,56 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         }
     };
     let addrs: Vec<_> = ups.iter().map(|u| u.addr).collect();
-    let direct = "direct (one upstream)";
-    let url = format!("http://{}/", addrs[0]);
-    progress(&format!("overhead: {direct}"));
-    let connections = MAX_CONNECTIONS;
-    outcome.rows.push(
-        measure_max(
-            "overhead-max",
-            direct,
-            &url,
-            None,
-            connections,
-            opts.duration,
-        )
-        .await,
-    );
-    let label = format!("overhead: {direct}");
-    outcome.rows.push(Row {
-        scenario: "overhead-rate".into(),
-        system: direct.into(),
-        rate,
-        stats: open_loop(&label, &url, rate, opts.duration, Vec::new()).await,
-        ..Row::default()
-    });
-    for paced in PACED_RATES.map(|r| r * opts.rate_scale) {
-        let row = measure_paced(direct, &url, None, paced, opts.duration).await;
-        outcome.rows.push(row);
-    }
-    let starters = systems_with(
-        opts,
-        &["least-connections", "peak-ewma"],
-        Tuning::Balance,
-        &mut outcome,
-    );
-    for (label, start) in starters {
-        match start(&addrs) {
-            Ok(system) => {
-                progress(&format!("overhead: {}", system.name));
-                let (name, url) = (system.name.clone(), system.url.clone());
-                let max = measure_max(
-                    "overhead-max",
-                    &name,
-                    &url,
-                    Some(&system),
-                    connections,
+    let direct = Target {
+        name: "direct (one upstream)".into(),
+        url: format!("http://{}/", addrs[0]),
+        system: None,
+    };
+    let algorithms = ["least-connections", "peak-ewma"];
+    let same_work = systems_with(opts, &algorithms, Tuning::Balance, &mut outcome);
+    let same_work = start_each(same_work, &addrs, None, &mut outcome);
+    let bare = systems_with(opts, &[], Tuning::Bare, &mut outcome);
+    let bare = start_each(bare, &addrs, Some("no headers"), &mut outcome);
+    let targets: Vec<Target> = std::iter::once(direct.clone())
+        .chain(same_work.iter().chain(&bare).map(Target::of))
+        .collect();
+    let max = max_rounds("overhead-max", &targets, opts, progress).await;
+    outcome.rows.extend(max);
+    drop(bare);
+
+    for target in std::iter::once(direct).chain(same_work.iter().map(Target::of)) {
+        progress(&format!("overhead: {}, open loop", target.name));
+        let row = match target.system {
+            Some(system) => measure("overhead-rate", system, rate, opts.duration, Vec::new()).await,
+            None => Row {
+                scenario: "overhead-rate".into(),
+                system: target.name.clone(),
+                rate,
+                stats: open_loop(
+                    &format!("overhead: {}", target.name),
+                    &target.url,
+                    rate,
                     opts.duration,
+                    Vec::new(),
                 )
-                .await;
-                outcome.rows.push(max);
-                let row = measure("overhead-rate", &system, rate, opts.duration, Vec::new()).await;
-                outcome.rows.push(row);
-                for paced in PACED_RATES.map(|r| r * opts.rate_scale) {
-                    let row = measure_paced(&name, &url, Some(&system), paced, opts.duration).await;
-                    outcome.rows.push(row);
-                }
-            }
-            Err(e) => outcome.skipped.push(format!("{label}: {e}")),
+                .await,
+                ..Row::default()
+            },
+        };
+        outcome.rows.push(row);
+        for paced in PACED_RATES.map(|r| r * opts.rate_scale) {
+            let row = measure_paced(
+                &target.name,
+                &target.url,
+                target.system,
+                paced,
+                opts.duration,
+            );
+            outcome.rows.push(row.await);
         }
     }
-    // For reference, the peers' closed loop without the header work (the published setup).
-    let bare = systems_with(opts, &[], Tuning::Bare, &mut outcome);
-    max_of_each(
-        "overhead-max",
-        bare,
-        &addrs,
-        opts,
-        progress,
-        &mut outcome,
-        "no headers",
-    )
-    .await;
+    drop(same_work);
+
     // The same systems behind HTTPS, closed loop (wrk speaks TLS; the built-in loop does not).
     if !on_path("wrk") {
         outcome
@@ -449,51 +435,95 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
             .push("overhead-tls-max (wrk drives HTTPS; not on PATH)".into());
         return outcome;
     }
-    let algorithms = ["least-connections", "peak-ewma"];
     let tls = systems_with(opts, &algorithms, Tuning::Tls, &mut outcome);
-    max_of_each(
-        "overhead-tls-max",
-        tls,
-        &addrs,
-        opts,
-        progress,
-        &mut outcome,
-        "https",
-    )
-    .await;
+    let tls = start_each(tls, &addrs, Some("https"), &mut outcome);
+    let targets: Vec<Target> = tls.iter().map(Target::of).collect();
+    let max = max_rounds("overhead-tls-max", &targets, opts, progress).await;
+    outcome.rows.extend(max);
     outcome
 }
 
-/// Starts each of `starters` in front of `addrs` and measures its closed-loop maximum as
-/// `scenario`; a system that cannot start is reported as skipped, marked with `how`.
-async fn max_of_each(
-    scenario: &str,
-    starters: Vec<Starter>,
-    addrs: &[std::net::SocketAddr],
-    opts: &Options,
-    progress: &dyn Fn(&str),
-    outcome: &mut Outcome,
-    how: &str,
-) {
-    for (label, start) in starters {
-        match start(addrs) {
-            Ok(system) => {
-                progress(&format!("{scenario}: {}", system.name));
-                let (name, url) = (system.name.clone(), system.url.clone());
-                let row = measure_max(
-                    scenario,
-                    &name,
-                    &url,
-                    Some(&system),
-                    MAX_CONNECTIONS,
-                    opts.duration,
-                )
-                .await;
-                outcome.rows.push(row);
-            }
-            Err(e) => outcome.skipped.push(format!("{label} ({how}): {e}")),
+/// What a closed-loop run measures: a name, a URL, and the process whose CPU is counted
+/// (none for the direct run).
+#[derive(Clone)]
+struct Target<'a> {
+    name: String,
+    url: String,
+    system: Option<&'a System>,
+}
+
+impl<'a> Target<'a> {
+    fn of(system: &'a System) -> Self {
+        Target {
+            name: system.name.clone(),
+            url: system.url.clone(),
+            system: Some(system),
         }
     }
+}
+
+/// Starts each of `starters` in front of `addrs`; a system that cannot start is reported as
+/// skipped (marked with `how`, when given).
+fn start_each(
+    starters: Vec<Starter>,
+    addrs: &[std::net::SocketAddr],
+    how: Option<&str>,
+    outcome: &mut Outcome,
+) -> Vec<System> {
+    let mut started = Vec::new();
+    for (label, start) in starters {
+        match start(addrs) {
+            Ok(system) => started.push(system),
+            Err(e) => outcome.skipped.push(match how {
+                Some(how) => format!("{label} ({how}): {e}"),
+                None => format!("{label}: {e}"),
+            }),
+        }
+    }
+    started
+}
+
+/// The closed-loop maximum of each target, measured `opts.rounds` times with the targets
+/// taking turns, so that a slow spell of the machine (closed-loop req/s moves by about 8 %
+/// between runs here) falls on all of them alike. Each target's row is its median run.
+async fn max_rounds(
+    scenario: &str,
+    targets: &[Target<'_>],
+    opts: &Options,
+    progress: &dyn Fn(&str),
+) -> Vec<Row> {
+    let rounds = opts.rounds.max(1);
+    let mut runs: Vec<Vec<Row>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (target, runs) in targets.iter().zip(&mut runs) {
+            progress(&format!(
+                "{scenario}: {} (run {round} of {rounds})",
+                target.name
+            ));
+            let row = measure_max(
+                scenario,
+                &target.name,
+                &target.url,
+                target.system,
+                MAX_CONNECTIONS,
+                opts.duration,
+            );
+            runs.push(row.await);
+        }
+    }
+    runs.into_iter().map(median_run).collect()
+}
+
+/// The run with the median req/s (the lower of the middle two for an even count, the
+/// conservative side), carrying every run's req/s in `rounds` when there was more than one.
+fn median_run(mut runs: Vec<Row>) -> Row {
+    let all: Vec<f64> = runs.iter().map(|r| r.stats.throughput).collect();
+    runs.sort_by(|a, b| a.stats.throughput.total_cmp(&b.stats.throughput));
+    let mut median = runs.swap_remove((runs.len() - 1) / 2);
+    if all.len() > 1 {
+        median.rounds = all;
+    }
+    median
 }
 
 /// Our proxy at 2000 req/s while `upstreams.toml` is edited three times (an endpoint
@@ -716,4 +746,28 @@ async fn freshness(instances: &[System], label: &str, duration: Duration) -> Res
         stats: Stats::from_histogram(&hist, sent, failed, start.elapsed(), Vec::new()),
         ..Row::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(throughput: f64) -> Row {
+        let mut row = Row::default();
+        row.stats.throughput = throughput;
+        row
+    }
+
+    #[test]
+    fn the_median_run_is_reported_with_every_run() {
+        let row = median_run(vec![run(70.0), run(90.0), run(80.0)]);
+        assert_eq!(row.stats.throughput, 80.0);
+        assert_eq!(row.rounds, [70.0, 90.0, 80.0], "in the order run");
+        // An even count reports the lower of the middle two.
+        let row = median_run(vec![run(75.0), run(60.0), run(90.0), run(80.0)]);
+        assert_eq!(row.stats.throughput, 75.0);
+        // A single run is just that run.
+        let row = median_run(vec![run(5.0)]);
+        assert_eq!((row.stats.throughput, row.rounds.len()), (5.0, 0));
+    }
 }

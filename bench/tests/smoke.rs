@@ -30,6 +30,7 @@ fn options() -> Options {
         rate_scale: 0.1,
         service_bin: debug_bin("course-service"),
         bench_bin: env!("CARGO_BIN_EXE_bench").into(),
+        rounds: 2,
     }
 }
 
@@ -107,7 +108,11 @@ async fn overhead_measures_direct_and_each_proxy_both_ways() {
         assert_eq!(row.stats.failed, 0, "{} {}", row.scenario, row.system);
         match row.scenario.as_str() {
             "overhead-max" | "overhead-tls-max" => {
-                assert!(row.connections > 0 && row.stats.ok > 0, "{row:?}")
+                assert!(row.connections > 0 && row.stats.ok > 0, "{row:?}");
+                // Two runs each (the options' rounds): the row is the slower one.
+                assert_eq!(row.rounds.len(), 2, "{row:?}");
+                let low = row.rounds.iter().copied().fold(f64::INFINITY, f64::min);
+                assert_eq!(row.stats.throughput, low, "{row:?}");
             }
             "overhead-rate" => assert_eq!(row.stats.sent, 500, "{row:?}"),
             paced => {
@@ -133,6 +138,15 @@ async fn overhead_measures_direct_and_each_proxy_both_ways() {
         table.contains(&format!(
             "| overhead-max | ours (least-connections) | {generator}, 64 conns |"
         )),
+        "{table}"
+    );
+    assert_eq!(
+        table.matches("median of 2 runs").count(),
+        outcome
+            .rows
+            .iter()
+            .filter(|r| r.scenario.ends_with("-max"))
+            .count(),
         "{table}"
     );
     assert!(
