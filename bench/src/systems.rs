@@ -157,7 +157,7 @@ fn proc_stat(path: &Path) -> Option<ProcStat> {
     })
 }
 
-pub use shared::ports::free_port;
+pub use shared::testbed::free_port;
 
 pub fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH")

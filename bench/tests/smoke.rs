@@ -2,33 +2,16 @@
 //! against our proxy (and the peers, when installed). No timing assertions: this checks that
 //! the harness starts everything, drives load, and reports what clients saw.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bench::scenarios::{self, Failure, Options};
 
-/// A debug binary of the workspace, built if this test runs on its own.
-fn debug_bin(package: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target/debug").join(package);
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", package])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cannot build {package}");
-    }
-    bin
-}
-
 fn options() -> Options {
     Options {
         duration: Duration::from_secs(1),
-        proxy_bin: debug_bin("proxy"),
+        proxy_bin: shared::testbed::workspace_bin("proxy"),
         rate_scale: 0.1,
-        service_bin: debug_bin("course-service"),
+        service_bin: shared::testbed::workspace_bin("course-service"),
         bench_bin: env!("CARGO_BIN_EXE_bench").into(),
         rounds: 2,
     }
@@ -312,7 +295,7 @@ fn every_proxy_does_the_same_header_work() {
     let addr = [upstream.local_addr().unwrap()];
     let systems = [
         systems::ours(
-            &debug_bin("proxy"),
+            &shared::testbed::workspace_bin("proxy"),
             &addr,
             "least-connections",
             Tuning::Balance,

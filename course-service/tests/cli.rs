@@ -298,7 +298,7 @@ fn worker_pids(lines: &Mutex<Vec<String>>, n: u16) -> Vec<i32> {
 
 #[test]
 fn cluster_restarts_a_killed_worker_and_drains_on_sigterm() {
-    let base = shared::ports::free_ports(2);
+    let base = shared::testbed::free_ports(2);
     let mut cluster = course_service()
         .args([
             "cluster",

@@ -14,22 +14,6 @@ use serde_json::{json, Value};
 use support::browser::Browser;
 use support::{free_port, wait_until_async, TestApp, TOKEN};
 
-/// A debug binary of the workspace, built if this test runs on its own.
-fn debug_bin(package: &str) -> PathBuf {
-    let root = support::workspace_root();
-    let bin = root.join("target/debug").join(package);
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", package])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cannot build {package}");
-    }
-    bin
-}
-
 /// Our proxy in front of one course-service, on HTTP and HTTPS.
 struct Proxy {
     http: SocketAddr,
@@ -59,7 +43,7 @@ impl Proxy {
             format!("[pool.courses]\nendpoints = [{{ addr = \"{upstream}\" }}]\n"),
         )
         .expect("upstreams.toml");
-        let child = Command::new(debug_bin("proxy"))
+        let child = Command::new(shared::testbed::workspace_bin("proxy"))
             .arg("--config")
             .arg(dir.join("proxy.toml"))
             .env("RUST_LOG", "warn")

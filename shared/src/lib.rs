@@ -7,13 +7,13 @@
 //!   proxy's health checker.
 //! - [`config`]: reading a TOML file into typed, validated structs, with errors that name the
 //!   file, line, column and field.
-//! - [`ports`]: free loopback ports, below the ephemeral range, for the processes the tests
-//!   and the bench harness start.
+//! - [`testbed`]: for the tests and the bench harness that start real processes: free
+//!   loopback ports below the ephemeral range, and the workspace's binaries.
 //!
 //! A thing goes here only when more than one crate uses it; this is not a junk drawer.
 
 pub mod config;
 pub mod health;
-pub mod ports;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testbed;

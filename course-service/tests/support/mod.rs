@@ -27,7 +27,7 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-pub use shared::ports::free_port;
+pub use shared::testbed::free_port;
 
 /// Polls `cond` until it holds or `deadline` passes; panics with `what` on timeout.
 pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {

@@ -23,7 +23,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-pub use shared::ports::free_port;
+pub use shared::testbed::free_port;
 
 /// Polls `cond` until true or the deadline passes (then panics naming `what`).
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut cond: F)

@@ -1,8 +1,8 @@
-//! Free loopback ports for a process about to be started (by the tests and the bench
-//! harness), which must be told its port before it binds it.
+//! What the tests and the bench harness need to start real processes: free loopback ports
+//! for them to bind, and the workspace's binaries.
 //!
-//! Asking the kernel (`bind 127.0.0.1:0`) hands out a port from the ephemeral range, the
-//! range `connect()` also draws client ports from. Between closing that probe and the
+//! Ports: asking the kernel (`bind 127.0.0.1:0`) hands out a port from the ephemeral range,
+//! the range `connect()` also draws client ports from. Between closing that probe and the
 //! child's own `bind`, an outgoing connection, or one of the thousands left in TIME_WAIT by
 //! a load test, can take the port, and the child fails with "address in use". The kernel
 //! never picks a port below the ephemeral range by itself, so the ports come from there:
@@ -10,6 +10,7 @@
 //! probes every port before handing it out.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -76,6 +77,29 @@ fn start_offset(span: u32) -> u32 {
 /// servers set it).
 fn is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// The debug build of a workspace binary (`proxy`, `course-service`), built now if it is
+/// missing: for a test of one crate that runs another crate's binary.
+///
+/// # Panics
+/// If cargo cannot build it.
+pub fn workspace_bin(package: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("shared sits in the workspace")
+        .to_path_buf();
+    let bin = root.join("target/debug").join(package);
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", package])
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cannot build {package}");
+    }
+    bin
 }
 
 #[cfg(test)]
