@@ -144,40 +144,65 @@ async fn fixed_upstreams(latencies_ms: &[u64]) -> Result<Vec<Upstream>, String> 
     upstreams(&profiles).await
 }
 
+/// What a run measures: a name, a URL, and the process whose CPU and counters are read
+/// (none for the direct run).
+#[derive(Clone)]
+struct Target<'a> {
+    name: String,
+    url: String,
+    system: Option<&'a System>,
+}
+
+impl<'a> Target<'a> {
+    fn of(system: &'a System) -> Self {
+        Target {
+            name: system.name.clone(),
+            url: system.url.clone(),
+            system: Some(system),
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        self.system.map_or(0.0, System::cpu_seconds)
+    }
+
+    fn counter(&self, prefix: &str) -> u64 {
+        self.system.map_or(0, |s| s.counter(prefix))
+    }
+
+    /// The open-loop row of a run that began when the system had used `cpu_before`.
+    fn row(&self, scenario: &str, rate: f64, cpu_before: f64, stats: Stats) -> Row {
+        Row {
+            scenario: scenario.into(),
+            system: self.name.clone(),
+            rate,
+            cpu_seconds: self.cpu_seconds() - cpu_before,
+            retries: self.counter("proxy_retries_total{"),
+            retries_refused: self.counter("proxy_retry_budget_exhausted_total{"),
+            stats,
+            ..Row::default()
+        }
+    }
+}
+
 async fn measure(
     scenario: &str,
-    system: &System,
+    target: &Target<'_>,
     rate: f64,
     duration: Duration,
     events: Vec<(Duration, Box<dyn FnOnce() + Send>)>,
 ) -> Row {
-    let label = format!("{scenario}: {}", system.name);
-    let cpu_before = system.cpu_seconds();
-    let stats = open_loop(&label, &system.url, rate, duration, events).await;
-    Row {
-        scenario: scenario.into(),
-        system: system.name.clone(),
-        rate,
-        cpu_seconds: system.cpu_seconds() - cpu_before,
-        retries: system.counter("proxy_retries_total{"),
-        retries_refused: system.counter("proxy_retry_budget_exhausted_total{"),
-        stats,
-        ..Row::default()
-    }
+    let label = format!("{scenario}: {}", target.name);
+    let cpu_before = target.cpu_seconds();
+    let stats = open_loop(&label, &target.url, rate, duration, events).await;
+    target.row(scenario, rate, cpu_before, stats)
 }
 
-/// Closed-loop maximum throughput at `url` over `connections`; CPU is `system`'s when given.
-async fn measure_max(
-    scenario: &str,
-    name: &str,
-    url: &str,
-    system: Option<&System>,
-    connections: usize,
-    duration: Duration,
-) -> Row {
-    let label = format!("{scenario}: {name}");
-    let cpu = || system.map_or(0.0, System::cpu_seconds);
-    let cpu_before = cpu();
+/// Closed-loop maximum throughput at the target over [`MAX_CONNECTIONS`].
+async fn measure_max(scenario: &str, target: &Target<'_>, duration: Duration) -> Row {
+    let label = format!("{scenario}: {}", target.name);
+    let (url, connections) = (&target.url, MAX_CONNECTIONS);
+    let cpu_before = target.cpu_seconds();
     let by_wrk = if on_path("wrk") {
         wrk(&label, url, connections, duration).await
     } else {
@@ -192,10 +217,10 @@ async fn measure_max(
     };
     Row {
         scenario: scenario.into(),
-        system: name.into(),
+        system: target.name.clone(),
         connections,
         generator: Some(generator),
-        cpu_seconds: cpu() - cpu_before,
+        cpu_seconds: target.cpu_seconds() - cpu_before,
         stats,
         ..Row::default()
     }
@@ -239,7 +264,14 @@ pub async fn balancing(
         match start(&addrs) {
             Ok(system) => {
                 progress(&format!("{scenario}: {}", system.name));
-                let row = measure(scenario, &system, rate, opts.duration, Vec::new()).await;
+                let row = measure(
+                    scenario,
+                    &Target::of(&system),
+                    rate,
+                    opts.duration,
+                    Vec::new(),
+                )
+                .await;
                 outcome.rows.push(row);
             }
             Err(e) => outcome.skipped.push(format!("{label}: {e}")),
@@ -317,7 +349,7 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
                 }),
             ),
         ];
-        let row = measure(scenario, &system, rate, opts.duration, events).await;
+        let row = measure(scenario, &Target::of(&system), rate, opts.duration, events).await;
         outcome.rows.push(row);
     }
     outcome
@@ -331,30 +363,16 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// paced generator, for the latency each adds at a given throughput.
 pub const PACED_RATES: [f64; 3] = [20_000.0, 40_000.0, 60_000.0];
 
-/// Open loop at `rate` over [`MAX_CONNECTIONS`] connections with [`crate::paced`]; CPU is
-/// `system`'s when given. The scenario is named after the rate (`overhead-40k`).
-async fn measure_paced(
-    name: &str,
-    url: &str,
-    system: Option<&System>,
-    rate: f64,
-    duration: Duration,
-) -> Row {
+/// Open loop at `rate` over [`MAX_CONNECTIONS`] connections with [`crate::paced`]. The
+/// scenario is named after the rate (`overhead-40k`).
+async fn measure_paced(target: &Target<'_>, rate: f64, duration: Duration) -> Row {
     let scenario = format!("overhead-{}k", (rate / 1000.0).round());
-    let label = format!("{scenario}: {name}");
-    let cpu = || system.map_or(0.0, System::cpu_seconds);
-    let cpu_before = cpu();
-    let stats = crate::paced::run(&label, url, rate, duration, MAX_CONNECTIONS).await;
+    let label = format!("{scenario}: {}", target.name);
+    let cpu_before = target.cpu_seconds();
+    let stats = crate::paced::run(&label, &target.url, rate, duration, MAX_CONNECTIONS).await;
     Row {
-        scenario,
-        system: name.into(),
-        rate,
         generator: Some(Generator::Paced),
-        cpu_seconds: cpu() - cpu_before,
-        retries: system.map_or(0, |s| s.counter("proxy_retries_total{")),
-        retries_refused: system.map_or(0, |s| s.counter("proxy_retry_budget_exhausted_total{")),
-        stats,
-        ..Row::default()
+        ..target.row(&scenario, rate, cpu_before, stats)
     }
 }
 
@@ -397,32 +415,10 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
 
     for target in std::iter::once(direct).chain(same_work.iter().map(Target::of)) {
         progress(&format!("overhead: {}, open loop", target.name));
-        let row = match target.system {
-            Some(system) => measure("overhead-rate", system, rate, opts.duration, Vec::new()).await,
-            None => Row {
-                scenario: "overhead-rate".into(),
-                system: target.name.clone(),
-                rate,
-                stats: open_loop(
-                    &format!("overhead: {}", target.name),
-                    &target.url,
-                    rate,
-                    opts.duration,
-                    Vec::new(),
-                )
-                .await,
-                ..Row::default()
-            },
-        };
+        let row = measure("overhead-rate", &target, rate, opts.duration, Vec::new()).await;
         outcome.rows.push(row);
         for paced in PACED_RATES.map(|r| r * opts.rate_scale) {
-            let row = measure_paced(
-                &target.name,
-                &target.url,
-                target.system,
-                paced,
-                opts.duration,
-            );
+            let row = measure_paced(&target, paced, opts.duration);
             outcome.rows.push(row.await);
         }
     }
@@ -441,25 +437,6 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     let max = max_rounds("overhead-tls-max", &targets, opts, progress).await;
     outcome.rows.extend(max);
     outcome
-}
-
-/// What a closed-loop run measures: a name, a URL, and the process whose CPU is counted
-/// (none for the direct run).
-#[derive(Clone)]
-struct Target<'a> {
-    name: String,
-    url: String,
-    system: Option<&'a System>,
-}
-
-impl<'a> Target<'a> {
-    fn of(system: &'a System) -> Self {
-        Target {
-            name: system.name.clone(),
-            url: system.url.clone(),
-            system: Some(system),
-        }
-    }
 }
 
 /// Starts each of `starters` in front of `addrs`; a system that cannot start is reported as
@@ -500,15 +477,7 @@ async fn max_rounds(
                 "{scenario}: {} (run {round} of {rounds})",
                 target.name
             ));
-            let row = measure_max(
-                scenario,
-                &target.name,
-                &target.url,
-                target.system,
-                MAX_CONNECTIONS,
-                opts.duration,
-            );
-            runs.push(row.await);
+            runs.push(measure_max(scenario, target, opts.duration).await);
         }
     }
     runs.into_iter().map(median_run).collect()
@@ -582,7 +551,7 @@ pub async fn reload(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         })
         .collect();
     let reloads_before = system.counter("proxy_config_reloads_total{result=\"ok\"}");
-    let mut row = measure("reload", &system, rate, opts.duration, events).await;
+    let mut row = measure("reload", &Target::of(&system), rate, opts.duration, events).await;
     row.reloads = system.counter("proxy_config_reloads_total{result=\"ok\"}") - reloads_before;
     outcome.rows.push(row);
     outcome
@@ -633,16 +602,12 @@ pub async fn cache(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         };
         progress(&format!("cache: {}", mode.label()));
         let one = &instances[0];
-        let url = format!("{}api/courses", one.url);
-        let row = measure_max(
-            "cache-one-instance",
-            mode.label(),
-            &url,
-            Some(one),
-            MAX_CONNECTIONS,
-            opts.duration,
-        )
-        .await;
+        let target = Target {
+            name: mode.label().into(),
+            url: format!("{}api/courses", one.url),
+            system: Some(one),
+        };
+        let row = measure_max("cache-one-instance", &target, opts.duration).await;
         outcome.rows.push(row);
         let proxy = match systems::ours(
             &opts.proxy_bin,
@@ -657,17 +622,13 @@ pub async fn cache(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
             }
         };
         service::wait_idle(&instances).await;
-        let url = format!("{}api/courses", proxy.url);
         // CPU is left out: it is spread over the proxy and three instances.
-        let row = measure_max(
-            "cache-via-proxy",
-            mode.label(),
-            &url,
-            None,
-            MAX_CONNECTIONS,
-            opts.duration,
-        )
-        .await;
+        let target = Target {
+            name: mode.label().into(),
+            url: format!("{}api/courses", proxy.url),
+            system: None,
+        };
+        let row = measure_max("cache-via-proxy", &target, opts.duration).await;
         outcome.rows.push(row);
         if mode != CacheMode::Off {
             service::wait_idle(&instances).await;
