@@ -75,15 +75,28 @@ fn systems(opts: &Options, tuning: Tuning, outcome: &mut Outcome) -> Vec<Starter
     systems_with(
         opts,
         &["peak-ewma", "least-connections", "round-robin"],
+        Peers::LeastConnections,
         tuning,
         outcome,
     )
 }
 
-/// Ours with each of `algorithms`, HAProxy and nginx (when installed), under `tuning`.
+/// How HAProxy and nginx balance.
+#[derive(Clone, Copy)]
+enum Peers {
+    /// `leastconn` / `least_conn`: the setup.
+    LeastConnections,
+    /// Their default round robin, against ours, to compare the request path with the
+    /// balancing policy held equal.
+    RoundRobin,
+}
+
+/// Ours with each of `algorithms`, HAProxy and nginx (when installed) balancing as `peers`
+/// says, under `tuning`.
 fn systems_with(
     opts: &Options,
     algorithms: &[&'static str],
+    peers: Peers,
     tuning: Tuning,
     outcome: &mut Outcome,
 ) -> Vec<Starter> {
@@ -96,10 +109,14 @@ fn systems_with(
             Box::new(move |ups| systems::ours(&bin, ups, algorithm, tuning)),
         ));
     }
+    let (haproxy, nginx) = match peers {
+        Peers::LeastConnections => ("leastconn", "least_conn"),
+        Peers::RoundRobin => ("roundrobin", systems::NGINX_ROUND_ROBIN),
+    };
     if on_path("haproxy") {
         list.push((
             "haproxy",
-            Box::new(move |ups| systems::haproxy(ups, "leastconn", tuning)),
+            Box::new(move |ups| systems::haproxy(ups, haproxy, tuning)),
         ));
     } else {
         skip_once(outcome, "haproxy (not on PATH)");
@@ -107,7 +124,7 @@ fn systems_with(
     if on_path("nginx") {
         list.push((
             "nginx",
-            Box::new(move |ups| systems::nginx(ups, "least_conn", tuning)),
+            Box::new(move |ups| systems::nginx(ups, nginx, tuning)),
         ));
     } else {
         skip_once(outcome, "nginx (not on PATH)");
@@ -402,16 +419,27 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         system: None,
     };
     let algorithms = ["least-connections", "peak-ewma"];
-    let same_work = systems_with(opts, &algorithms, Tuning::Balance, &mut outcome);
+    let peers = Peers::LeastConnections;
+    let same_work = systems_with(opts, &algorithms, peers, Tuning::Balance, &mut outcome);
     let same_work = start_each(same_work, &addrs, None, &mut outcome);
-    let bare = systems_with(opts, &[], Tuning::Bare, &mut outcome);
+    // Everyone round robin: the request path compared with the policy held equal.
+    let rr = Peers::RoundRobin;
+    let round_robin = systems_with(opts, &["round-robin"], rr, Tuning::Balance, &mut outcome);
+    let round_robin = start_each(round_robin, &addrs, Some("round-robin"), &mut outcome);
+    let bare = systems_with(opts, &[], peers, Tuning::Bare, &mut outcome);
     let bare = start_each(bare, &addrs, Some("no headers"), &mut outcome);
     let targets: Vec<Target> = std::iter::once(direct.clone())
-        .chain(same_work.iter().chain(&bare).map(Target::of))
+        .chain(
+            same_work
+                .iter()
+                .chain(&round_robin)
+                .chain(&bare)
+                .map(Target::of),
+        )
         .collect();
     let max = max_rounds("overhead-max", &targets, opts, progress).await;
     outcome.rows.extend(max);
-    drop(bare);
+    drop((round_robin, bare));
 
     for target in std::iter::once(direct).chain(same_work.iter().map(Target::of)) {
         progress(&format!("overhead: {}, open loop", target.name));
@@ -431,7 +459,7 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
             .push("overhead-tls-max (wrk drives HTTPS; not on PATH)".into());
         return outcome;
     }
-    let tls = systems_with(opts, &algorithms, Tuning::Tls, &mut outcome);
+    let tls = systems_with(opts, &algorithms, peers, Tuning::Tls, &mut outcome);
     let tls = start_each(tls, &addrs, Some("https"), &mut outcome);
     let targets: Vec<Target> = tls.iter().map(Target::of).collect();
     let max = max_rounds("overhead-tls-max", &targets, opts, progress).await;

@@ -349,7 +349,12 @@ pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Resul
     Ok(with_scheme(spawn(name, cmd, port, dir)?, tuning, port))
 }
 
-/// nginx with one worker, `method` (e.g. `least_conn`), upstream keep-alive.
+/// The `method` for [`nginx`] that names no balancing directive: nginx's default, weighted
+/// round robin.
+pub const NGINX_ROUND_ROBIN: &str = "round-robin";
+
+/// nginx with one worker, `method` (e.g. `least_conn`, or [`NGINX_ROUND_ROBIN`]), upstream
+/// keep-alive.
 pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<System, String> {
     let name = bare_name("nginx", method, tuning);
     let headers = if tuning == Tuning::Bare {
@@ -373,6 +378,11 @@ pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<S
     } else {
         ""
     };
+    let directive = if method == NGINX_ROUND_ROBIN {
+        String::new()
+    } else {
+        format!("    {method};\n")
+    };
     let d = dir.display();
     let ssl = if tuning == Tuning::Tls {
         let cert = dev_cert()?;
@@ -390,7 +400,7 @@ pub fn nginx(upstreams: &[SocketAddr], method: &str, tuning: Tuning) -> Result<S
          http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
          \x20 client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
          \x20 map $http_x_request_id $rid {{ \"\" $request_id; default $http_x_request_id; }}\n\
-         \x20 upstream app {{\n    {method};\n{}\n    keepalive 64;\n  }}\n\
+         \x20 upstream app {{\n{directive}{}\n    keepalive 64;\n  }}\n\
          \x20 server {{\n    listen 127.0.0.1:{port}{ssl};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; {headers} {timeouts} }}\n  }}\n}}\n",
         servers.join("\n")
     );

@@ -86,7 +86,9 @@ async fn overhead_measures_direct_and_each_proxy_both_ways() {
     // Behind HTTPS too, where wrk is installed (it is what speaks TLS).
     let tls = if bench::systems::on_path("wrk") { 2 } else { 0 };
     assert_eq!(direct.len(), 5, "{:?}", outcome.skipped);
-    assert_eq!(ours(&outcome).len(), 10 + tls, "{:?}", outcome.skipped);
+    // Least connections: closed loop, 500/s and three paced rates, twice (and over HTTPS);
+    // round robin: the closed loop.
+    assert_eq!(ours(&outcome).len(), 11 + tls, "{:?}", outcome.skipped);
     for row in &outcome.rows {
         assert_eq!(row.stats.failed, 0, "{} {}", row.scenario, row.system);
         match row.scenario.as_str() {
@@ -123,6 +125,22 @@ async fn overhead_measures_direct_and_each_proxy_both_ways() {
         )),
         "{table}"
     );
+    // With the balancing policy held equal, each peer that is installed is in the closed loop.
+    let mut round_robin = vec!["ours (round-robin)"];
+    if bench::systems::on_path("haproxy") {
+        round_robin.push("haproxy (roundrobin)");
+    }
+    if bench::systems::on_path("nginx") {
+        round_robin.push("nginx (round-robin)");
+    }
+    for system in round_robin {
+        assert!(
+            table.contains(&format!(
+                "| overhead-max | {system} | {generator}, 64 conns |"
+            )),
+            "{system}: {table}"
+        );
+    }
     assert_eq!(
         table.matches("median of 2 runs").count(),
         outcome
