@@ -179,6 +179,8 @@ async fn run_control(
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_park(crate::batch::parking)
+                    .on_thread_unpark(crate::batch::unparked)
                     .build();
                 match runtime {
                     Ok(rt) => rt.block_on(worker(shared, stop)),
