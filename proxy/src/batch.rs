@@ -14,7 +14,7 @@
 //! `wrk -t1 -c64` (eight alternating runs of two running proxies), this took the median
 //! from 65k to 69.5k requests per second and p99 from 2.36 to 1.99 ms; the upstreams, which
 //! share the cores, spend less CPU per request when their requests come in batches.
-
+//!
 //! A worker also gives its core away now and then. Under load it never sleeps: there is
 //! always a ready task. The kernel lets a running thread finish its time slice (milliseconds)
 //! before a thread woken on the same core gets to run, so an upstream process sharing the
@@ -109,34 +109,34 @@ thread_local! {
     static SLICE: Cell<Slice> = Cell::new(Slice::default());
 }
 
-/// Yields this thread's core when its slice is over (see the module's notes).
-fn offer_core() {
+/// Runs `f` on this thread's slice.
+fn with_slice<R>(f: impl FnOnce(&mut Slice) -> R) -> R {
     SLICE.with(|cell| {
         let mut slice = cell.get();
+        let r = f(&mut slice);
+        cell.set(slice);
+        r
+    })
+}
+
+/// Yields this thread's core when its slice is over (see the module's notes).
+fn offer_core() {
+    with_slice(|slice| {
         if slice.due(Instant::now) {
             std::thread::yield_now();
             slice.restart(Instant::now());
         }
-        cell.set(slice);
     });
 }
 
 /// For the worker runtime's `on_thread_park` hook.
 pub fn parking() {
-    SLICE.with(|cell| {
-        let mut slice = cell.get();
-        slice.park(Instant::now());
-        cell.set(slice);
-    });
+    with_slice(|slice| slice.park(Instant::now()));
 }
 
 /// For the worker runtime's `on_thread_unpark` hook.
 pub fn unparked() {
-    SLICE.with(|cell| {
-        let mut slice = cell.get();
-        slice.unpark(Instant::now());
-        cell.set(slice);
-    });
+    with_slice(|slice| slice.unpark(Instant::now()));
 }
 
 /// Lets every task that is ready now run before this one goes on (and, once per
