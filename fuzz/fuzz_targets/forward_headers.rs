@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         let rules = ResponseRules {
             version: "1.1",
             request_id: b"id",
-            keep_length: true,
+            length: res.length_field(),
             switching: false,
         };
         let mut out = Vec::new();
@@ -56,9 +56,11 @@ fn check_block(out: &[u8], client: &Peer, upgrading: bool) {
     let Ok(httparse::Status::Complete((_, fields))) = httparse::parse_headers(&block, &mut parsed) else {
         panic!("not a header block: {:?}", String::from_utf8_lossy(&block));
     };
-    for hop in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+    for hop in ["keep-alive", "proxy-connection", "transfer-encoding", "content-length"] {
         assert!(fields.values(hop.as_bytes()).next().is_none(), "{hop} forwarded");
     }
+    // Host is the proxy's own, once.
+    assert_eq!(fields.values(b"host").count(), 1, "Host not written exactly once");
     // Only an upgrade says `Connection: upgrade` on this hop, and nothing else.
     for value in fields.values(b"connection") {
         assert!(upgrading && value == b"upgrade", "Connection forwarded");

@@ -1,6 +1,16 @@
 //! The admin listener (loopback by default): `GET /metrics` (Prometheus text),
 //! `GET /admin/upstreams` (JSON: the last reload, each pool and endpoint with weight, in
 //! flight, RTT estimate) and `POST /admin/reload` (reload `upstreams.toml` now).
+//!
+//! Access ([`Access`]): a route that changes anything needs `Authorization: Bearer` with the
+//! token in `PROXY_ADMIN_TOKEN` (compared in constant time); without that variable set, such
+//! routes are refused (403) and the file watch and SIGHUP remain the ways to reload. Reads are
+//! open to loopback peers; a peer from anywhere else needs the token for them too, so an
+//! admin port bound beyond loopback (a Kubernetes pod IP) shows nothing to strangers.
+
+use std::net::SocketAddr;
+
+use subtle::ConstantTimeEq;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -50,11 +60,95 @@ struct EndpointView {
     last_error: Option<String>,
 }
 
+/// The environment variable that holds the admin token.
+pub const TOKEN_VAR: &str = "PROXY_ADMIN_TOKEN";
+
+/// Who may use the admin routes.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// `PROXY_ADMIN_TOKEN`, if set and not empty.
+    token: Option<String>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Denied {
+    /// 401: the token is missing or wrong.
+    Unauthorized,
+    /// 403: no token is configured, so the route is closed.
+    NoToken,
+}
+
+impl Access {
+    /// Read once at start-up, at the edge.
+    pub fn from_env() -> Access {
+        Access::new(std::env::var(TOKEN_VAR).ok())
+    }
+
+    pub fn new(token: Option<String>) -> Access {
+        Access {
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// Whether `peer` presenting `authorization` may use a route (`mutating`: it changes
+    /// something).
+    fn check(
+        &self,
+        peer: SocketAddr,
+        authorization: Option<&HeaderValue>,
+        mutating: bool,
+    ) -> Result<(), Denied> {
+        if !mutating && peer.ip().to_canonical().is_loopback() {
+            return Ok(());
+        }
+        let Some(token) = &self.token else {
+            return Err(Denied::NoToken);
+        };
+        let presented = authorization
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if bool::from(presented.ct_eq(token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Denied::Unauthorized)
+        }
+    }
+}
+
 pub async fn handle(
     proxy: &Proxy,
     reloader: &Reloader,
+    access: &Access,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD);
+    match access.check(peer, req.headers().get(header::AUTHORIZATION), mutating) {
+        Ok(()) => {}
+        Err(Denied::NoToken) => {
+            return text(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                format!(
+                    "this admin route is closed: start the proxy with {TOKEN_VAR} set and send \
+                     Authorization: Bearer <token>\n"
+                ),
+            )
+        }
+        Err(Denied::Unauthorized) => {
+            let mut res = text(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                format!("send Authorization: Bearer <the {TOKEN_VAR} token>\n"),
+            );
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"proxy admin\""),
+            );
+            return res;
+        }
+    }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/admin/reload") => {
             let result = reloader.reload("admin");
@@ -170,4 +264,36 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40000)
+    }
+
+    #[test]
+    fn writes_need_the_token_and_reads_are_open_on_loopback_only() {
+        let access = Access::new(Some("s3cret".into()));
+        let good = HeaderValue::from_static("Bearer s3cret");
+        let bad = HeaderValue::from_static("Bearer s3cre");
+        let local = peer("127.0.0.1");
+        let remote = peer("10.1.2.3");
+        assert_eq!(access.check(local, None, false), Ok(()));
+        assert_eq!(access.check(peer("::ffff:127.0.0.1"), None, false), Ok(()));
+        assert_eq!(access.check(local, None, true), Err(Denied::Unauthorized));
+        assert_eq!(
+            access.check(local, Some(&bad), true),
+            Err(Denied::Unauthorized)
+        );
+        assert_eq!(access.check(local, Some(&good), true), Ok(()));
+        assert_eq!(access.check(remote, None, false), Err(Denied::Unauthorized));
+        assert_eq!(access.check(remote, Some(&good), false), Ok(()));
+        let closed = Access::new(Some(String::new()));
+        assert_eq!(closed.check(local, Some(&good), true), Err(Denied::NoToken));
+        assert_eq!(closed.check(local, None, false), Ok(()));
+        assert_eq!(closed.check(remote, None, false), Err(Denied::NoToken));
+    }
 }

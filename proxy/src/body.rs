@@ -4,13 +4,16 @@
 //! - [`RequestBody`]: the client's body on its way upstream, read from the client's HTTP/1
 //!   connection ([`Http1Body`]: Content-Length or chunked) or from hyper's HTTP/2 stream, and
 //!   cut off with [`BodyTooLarge`] past `limits.max_body_bytes` (the `Content-Length` check
-//!   catches honest clients first; this catches chunked ones).
+//!   catches honest clients first; this catches chunked ones). A body of at most
+//!   `limits.buffer_body_bytes` is read whole before an upstream is picked, so it can be
+//!   sent again and a slow upload ties up no upstream connection; larger ones stream.
 //! - [`ResponseBody`]: what an HTTP/2 client (or the admin listener's) gets: an upstream's
 //!   body carrying the endpoint's [`InFlight`] handle, so the request counts as in flight until
 //!   its body is done, or a short body the proxy wrote itself.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -40,11 +43,23 @@ impl std::fmt::Display for BodyTooLarge {
 
 impl std::error::Error for BodyTooLarge {}
 
-/// Whether `BodyTooLarge` is somewhere in `err`'s source chain.
-pub fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+/// The client sent no body bytes for `timeouts.header_read`.
+#[derive(Debug)]
+pub struct BodyStalled;
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client stopped sending its request body")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+/// Whether an error of type `E` is somewhere in `err`'s source chain.
+pub fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(e) = source {
-        if e.is::<BodyTooLarge>() {
+        if e.is::<E>() {
             return true;
         }
         source = e.source();
@@ -52,65 +67,159 @@ pub fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A client's request body, limited to a number of bytes.
+/// A client's request body, limited to a number of bytes. A small body may be read whole
+/// before anything is sent ([`RequestBody::buffer`]); it can then be sent again.
 pub struct RequestBody<'a> {
     source: Source<'a>,
     /// Bytes still allowed by `limits.max_body_bytes`.
     remaining: u64,
+    /// Read ahead of sending: the whole body when `complete`, else a prefix of it.
+    kept: Vec<Bytes>,
+    /// The next piece of `kept` to hand out.
+    next: usize,
+    /// The whole body is in `kept`.
+    complete: bool,
+    /// Some of the body went out since the last rewind.
+    sent_any: bool,
 }
 
 enum Source<'a> {
-    /// No body (or a request sent again, which is only done when its body was empty).
+    /// No body.
     Empty,
     Http1(Http1Body<'a>),
-    Http2(Incoming),
+    /// An HTTP/2 stream's data, each frame awaited for at most the stall limit.
+    Http2(Incoming, Duration),
 }
 
 impl<'a> RequestBody<'a> {
     pub fn empty() -> Self {
-        RequestBody {
-            source: Source::Empty,
-            remaining: 0,
-        }
+        Self::new(Source::Empty, 0)
     }
 
     pub fn http1(body: Http1Body<'a>, limit: u64) -> Self {
+        Self::new(Source::Http1(body), limit)
+    }
+
+    /// An HTTP/2 request's body; a client that sends no frame for `stall` mid-body fails it.
+    pub fn http2(body: Incoming, limit: u64, stall: Duration) -> Self {
+        Self::new(Source::Http2(body, stall), limit)
+    }
+
+    fn new(source: Source<'a>, limit: u64) -> Self {
         RequestBody {
-            source: Source::Http1(body),
+            source,
             remaining: limit,
+            kept: Vec::new(),
+            next: 0,
+            complete: false,
+            sent_any: false,
         }
     }
 
-    pub fn http2(body: Incoming, limit: u64) -> Self {
-        RequestBody {
-            source: Source::Http2(body),
-            remaining: limit,
-        }
-    }
-
-    /// Whether the body is known to be over (so the request can be sent again as is).
+    /// Whether nothing more is to be sent (a bodiless request, or a body all sent).
     pub fn is_end_stream(&self) -> bool {
+        if self.next < self.kept.len() {
+            return false;
+        }
+        self.complete || self.source_done()
+    }
+
+    /// Whether the client has sent its whole body (the connection is at its next request),
+    /// whether or not it went upstream.
+    pub fn fully_received(&self) -> bool {
+        self.complete || self.source_done()
+    }
+
+    fn source_done(&self) -> bool {
         match &self.source {
             Source::Empty => true,
             Source::Http1(b) => b.is_complete(),
-            Source::Http2(b) => b.is_end_stream(),
+            Source::Http2(b, _) => b.is_end_stream(),
+        }
+    }
+
+    /// Reads the whole body into memory if it is at most `limit` bytes (`declared`, its
+    /// Content-Length, says so at once when there is one), so that it can be sent again
+    /// ([`RequestBody::rewind`]) and a slow client holds no upstream connection while it
+    /// uploads. A larger body keeps what was read as a prefix and streams the rest.
+    pub async fn buffer(&mut self, limit: u64, declared: Option<u64>) -> Result<(), BoxError> {
+        if self.complete || !self.kept.is_empty() {
+            return Ok(());
+        }
+        if self.source_done() {
+            self.complete = true;
+            return Ok(());
+        }
+        if limit == 0 || declared.is_some_and(|n| n > limit) {
+            return Ok(());
+        }
+        let mut total = 0u64;
+        while let Some(piece) = self.read_source().await {
+            let piece = piece?;
+            total += piece.len() as u64;
+            self.kept.push(piece);
+            if total > limit {
+                return Ok(());
+            }
+        }
+        self.complete = true;
+        Ok(())
+    }
+
+    /// The body's length when it was read whole and is not empty.
+    pub fn buffered_len(&self) -> Option<u64> {
+        let len: u64 = self.kept.iter().map(|b| b.len() as u64).sum();
+        (self.complete && len > 0).then_some(len)
+    }
+
+    /// Whether the whole body is known (empty, or read whole), so the request can be sent
+    /// again as it was.
+    pub fn replayable(&self) -> bool {
+        self.complete || (self.kept.is_empty() && self.source_done())
+    }
+
+    /// Starts the body over for another try; `false` if it cannot be (part of a streamed
+    /// body is gone).
+    pub fn rewind(&mut self) -> bool {
+        if self.replayable() {
+            self.next = 0;
+            self.sent_any = false;
+            true
+        } else {
+            !self.sent_any
         }
     }
 
     /// The next piece of the body; `None` once it is complete.
     pub async fn chunk(&mut self) -> Option<Result<Bytes, BoxError>> {
+        if let Some(piece) = self.kept.get(self.next) {
+            self.next += 1;
+            self.sent_any = true;
+            return Some(Ok(piece.clone()));
+        }
+        if self.complete {
+            return None;
+        }
+        let piece = self.read_source().await;
+        self.sent_any |= piece.is_some();
+        piece
+    }
+
+    /// The next piece from the client, size-limited.
+    async fn read_source(&mut self) -> Option<Result<Bytes, BoxError>> {
         let data = loop {
             let next = match &mut self.source {
                 Source::Empty => return None,
                 Source::Http1(b) => b.chunk().await,
-                Source::Http2(b) => match b.frame().await {
+                Source::Http2(b, stall) => match tokio::time::timeout(*stall, b.frame()).await {
                     // Request trailers are not forwarded.
-                    Some(Ok(frame)) => match frame.into_data() {
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
                         Ok(data) => Some(Ok(data)),
                         Err(_) => continue,
                     },
-                    Some(Err(e)) => Some(Err(Box::new(e) as BoxError)),
-                    None => None,
+                    Ok(Some(Err(e))) => Some(Err(Box::new(e) as BoxError)),
+                    Ok(None) => None,
+                    Err(_) => Some(Err(Box::new(BodyStalled) as BoxError)),
                 },
             };
             match next {
@@ -135,12 +244,17 @@ pub struct Http1Body<'a> {
     /// The connection's read buffer: what followed the head, then what is read.
     buf: &'a mut BytesMut,
     state: Http1State,
+    /// How long the client may send nothing in the middle of its body (slow-body attacks).
+    stall: Duration,
 }
 
 enum Http1State {
     Length(u64),
     Chunked(ChunkedDecoder),
     Done,
+    /// The body's framing broke (or the client went away or stalled): where the next
+    /// request would start is unknown, so the connection must close.
+    Failed,
 }
 
 /// The client's HTTP/1 body ended before its length or last chunk.
@@ -160,13 +274,19 @@ impl<'a> Http1Body<'a> {
         io: &'a mut (dyn AsyncRead + Unpin + Send),
         buf: &'a mut BytesMut,
         framing: BodyFraming,
+        stall: Duration,
     ) -> Self {
         let state = match framing {
             BodyFraming::None | BodyFraming::Length(0) => Http1State::Done,
             BodyFraming::Length(n) => Http1State::Length(n),
             BodyFraming::Chunked => Http1State::Chunked(ChunkedDecoder::default()),
         };
-        Http1Body { io, buf, state }
+        Http1Body {
+            io,
+            buf,
+            state,
+            stall,
+        }
     }
 
     /// Whether the whole body has been read (the connection is at the next request).
@@ -175,9 +295,18 @@ impl<'a> Http1Body<'a> {
     }
 
     async fn chunk(&mut self) -> Option<Result<Bytes, BoxError>> {
+        let result = self.next_chunk().await;
+        if let Some(Err(_)) = result {
+            self.state = Http1State::Failed;
+        }
+        result
+    }
+
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, BoxError>> {
         loop {
             match &mut self.state {
                 Http1State::Done => return None,
+                Http1State::Failed => return Some(Err(Box::new(Truncated))),
                 Http1State::Length(left) => {
                     if !self.buf.is_empty() {
                         let take = self
@@ -199,17 +328,15 @@ impl<'a> Http1Body<'a> {
                         return None;
                     }
                     Ok(Decoded::NeedMore) => {}
-                    Err(e) => {
-                        self.state = Http1State::Done;
-                        return Some(Err(Box::new(e)));
-                    }
+                    Err(e) => return Some(Err(Box::new(e))),
                 },
             }
             self.buf.reserve(READ_CHUNK);
-            match self.io.read_buf(self.buf).await {
-                Ok(0) => return Some(Err(Box::new(Truncated))),
-                Ok(_) => {}
-                Err(e) => return Some(Err(Box::new(e))),
+            match tokio::time::timeout(self.stall, self.io.read_buf(self.buf)).await {
+                Ok(Ok(0)) => return Some(Err(Box::new(Truncated))),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Some(Err(Box::new(e))),
+                Err(_) => return Some(Err(Box::new(BodyStalled))),
             }
         }
     }

@@ -26,12 +26,12 @@ use tokio::time::Instant;
 
 use crate::balance::health::Outcome;
 use crate::balance::{InFlight, FAILURE_PENALTY};
-use crate::body::{caused_by_body_limit, RequestBody};
+use crate::body::{caused_by, BodyStalled, BodyTooLarge, RequestBody};
 use crate::config::{Limits, ProxyConfig, Timeouts};
 use crate::headers::{self, Peer, RequestId, RequestRules};
 use crate::metrics::{LocalError, Metrics};
 use crate::topology::{Pool, Topology};
-use crate::upstream::{self, Connections, Outgoing, UpstreamBody};
+use crate::upstream::{self, is_idempotent, Connections, Outgoing, UpstreamBody};
 use crate::wire::response::ResponseHead;
 use crate::wire::{write, Fields};
 
@@ -87,6 +87,8 @@ pub struct Proxy {
     limits: Limits,
     timeouts: Timeouts,
     trusted: Vec<IpNet>,
+    /// `forwarding.upgrades`: the protocols a client may switch to.
+    upgrades: Vec<String>,
     pub metrics: Metrics,
 }
 
@@ -97,6 +99,7 @@ impl Proxy {
             limits: config.limits,
             timeouts: config.timeouts,
             trusted: config.forwarding.trusted_proxies.clone(),
+            upgrades: config.forwarding.upgrades.clone(),
             metrics,
         }
     }
@@ -112,6 +115,11 @@ impl Proxy {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The protocol of a client's upgrade offer this proxy passes on, if any.
+    pub fn upgrade<'b>(&self, offer: &'b [u8]) -> Option<&'b [u8]> {
+        crate::wire::request::allowed_upgrade(offer, &self.upgrades)
     }
 
     /// Counts an answer the proxy gives itself (the front end writes it).
@@ -161,20 +169,29 @@ impl Proxy {
     {
         self.request_filter(req)?;
         let pool = self.route(req).ok_or(LocalError::NoRoute)?;
+        body.buffer(self.limits.buffer_body_bytes, req.content_length)
+            .await
+            .map_err(|e| body_error(e.as_ref()))?;
         let mut rng = fastrand::Rng::new();
-        let (chunked, id) = upstream_head(req, body, client, &mut rng, scratch);
-        let outgoing = Outgoing {
+        let length = req.content_length.or(body.buffered_len());
+        let (chunked, id) = upstream_head(req, length, body, client, &mut rng, scratch);
+        let mut outgoing = Outgoing {
             head: scratch,
             method: req.method,
             chunked,
+            length: if chunked { None } else { length },
+            wait: self.timeouts.per_try,
         };
         let attempts = pool.config.retry.attempts.max(1);
-        // Only a request whose whole body is known to be empty can be sent again.
-        let replayable = attempts > 1 && is_idempotent(req.method) && body.is_end_stream();
+        // A request that may have reached an upstream is sent again only if it is
+        // idempotent and its whole body is at hand (RFC 9110 §9.2.2); one that certainly
+        // did not (no connection) goes again whatever it is, its body untouched.
+        let idempotent = is_idempotent(req.method);
         let deadline = started + self.timeouts.request;
         pool.retry_budget.deposit();
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = LocalError::NoEndpoint;
+        let mut last_reason = "";
 
         for attempt in 0..attempts {
             let now = Instant::now();
@@ -186,7 +203,7 @@ impl Proxy {
                     self.metrics.retry_budget_exhausted(pool.name());
                     break;
                 }
-                self.metrics.retry(pool.name());
+                self.metrics.retry(pool.name(), last_reason);
                 if attempt > 1 {
                     // Envoy's default back-off: full jitter between 25 and 250 ms.
                     tokio::time::sleep(Duration::from_millis(rng.u64(25..=250))).await;
@@ -197,22 +214,24 @@ impl Proxy {
                 last_error = LocalError::UpstreamTimeout;
                 break;
             }
-            let limit = self.timeouts.per_try.min(remaining);
+            outgoing.wait = self.timeouts.per_try.min(remaining);
             match self
-                .send(
-                    upstream, &pool, endpoint, outgoing, body, id, limit, respond,
-                )
+                .send(upstream, &pool, endpoint, outgoing, body, id, respond)
                 .await
             {
                 Ok(answer) => {
                     pool.duration.observe(started.elapsed().as_secs_f64());
                     return Ok(answer);
                 }
-                Err(e) => {
-                    last_error = e;
-                    let retriable =
-                        matches!(e, LocalError::UpstreamError | LocalError::UpstreamTimeout);
-                    if !(replayable && retriable) {
+                Err(failed) => {
+                    last_error = failed.error;
+                    last_reason = failed.reason;
+                    let upstream_fault = matches!(
+                        failed.error,
+                        LocalError::UpstreamError | LocalError::UpstreamTimeout
+                    );
+                    let again = failed.unsent || (idempotent && body.replayable());
+                    if !(upstream_fault && again && body.rewind()) {
                         break;
                     }
                     tried.push(endpoint);
@@ -242,8 +261,9 @@ impl Proxy {
         self.topology.load().route(host, req.path).cloned()
     }
 
-    /// Sends one try and waits for the response head, bounded by `limit`; records the outcome
-    /// on the endpoint (RTT or penalty, and success or failure for ejection).
+    /// Sends one try and waits for the response head (`outgoing.wait` once the request is
+    /// sent); records the outcome on the endpoint (RTT or penalty, and success or failure for
+    /// ejection).
     #[allow(clippy::too_many_arguments)]
     async fn send<R: Respond>(
         &self,
@@ -253,18 +273,16 @@ impl Proxy {
         outgoing: Outgoing<'_>,
         body: &mut RequestBody<'_>,
         id: RequestId<'_>,
-        limit: Duration,
         respond: &mut R,
-    ) -> Result<Answer, LocalError> {
+    ) -> Result<Answer, TryFailed> {
         let addr = pool.endpoints[endpoint].addr;
         let mut in_flight = pool.endpoints[endpoint].start(Instant::now());
         let mut on_head = |head: &ResponseHead<'_, '_>, request_sent: bool| {
             respond.head(head, id.as_bytes(), request_sent);
             (head.status, head.retry_after_secs())
         };
-        let sent = tokio::time::timeout(limit, upstream.send(addr, outgoing, body, &mut on_head));
-        match sent.await {
-            Ok(Ok(((status, retry_after), body))) => {
+        match upstream.send(addr, outgoing, body, &mut on_head).await {
+            Ok(((status, retry_after), body)) => {
                 pool.endpoint_metrics[endpoint].response(status.as_u16());
                 let now = Instant::now();
                 if status.is_server_error() {
@@ -281,37 +299,78 @@ impl Proxy {
                     in_flight,
                 })
             }
-            Ok(Err(upstream::Error::RequestBody(e))) => {
-                // The client's fault (a body over the limit, or a client gone), not the
-                // endpoint's: nothing is recorded against it.
-                if caused_by_body_limit(e.as_ref()) {
-                    return Err(LocalError::BodyTooLarge);
-                }
-                tracing::debug!(error = %e, "client request body failed");
-                Err(LocalError::BadRequest)
+            Err(upstream::Error::RequestBody(e)) => {
+                // The client's fault (a body over the limit, a stall, a broken framing, a
+                // client gone), not the endpoint's: nothing is recorded against it.
+                Err(TryFailed {
+                    error: body_error(e.as_ref()),
+                    unsent: false,
+                    reason: "client_body",
+                })
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 in_flight.failed(FAILURE_PENALTY);
-                let error = e.to_string();
-                tracing::debug!(endpoint = %addr, %error, "upstream error");
-                pool.record_request(endpoint, Outcome::Failure, Some(&error), Instant::now());
-                Err(LocalError::UpstreamError)
-            }
-            Err(_) => {
-                in_flight.failed(FAILURE_PENALTY);
-                let error = format!("no response within {limit:?}");
-                tracing::debug!(endpoint = %addr, %error, "upstream timed out");
-                pool.record_request(endpoint, Outcome::Failure, Some(&error), Instant::now());
-                Err(LocalError::UpstreamTimeout)
+                let text = e.to_string();
+                tracing::debug!(endpoint = %addr, error = %text, "upstream error");
+                pool.record_request(endpoint, Outcome::Failure, Some(&text), Instant::now());
+                let error = match e {
+                    upstream::Error::Timeout(_) => LocalError::UpstreamTimeout,
+                    _ => LocalError::UpstreamError,
+                };
+                Err(TryFailed {
+                    error,
+                    unsent: e.unsent(),
+                    reason: retry_reason(&e),
+                })
             }
         }
     }
 }
 
+/// The answer to a client whose request body failed: over the limit (413), stalled (408),
+/// or broken or cut short (400).
+fn body_error(e: &(dyn std::error::Error + 'static)) -> LocalError {
+    if caused_by::<BodyTooLarge>(e) {
+        LocalError::BodyTooLarge
+    } else if caused_by::<BodyStalled>(e) {
+        LocalError::RequestTimeout
+    } else {
+        tracing::debug!(error = %e, "client request body failed");
+        LocalError::BadRequest
+    }
+}
+
+/// Why one try failed, and whether the request certainly never reached the endpoint.
+#[derive(Debug, Clone, Copy)]
+struct TryFailed {
+    error: LocalError,
+    unsent: bool,
+    /// The `reason` label of the retry it may lead to.
+    reason: &'static str,
+}
+
+/// The `reason` label of `proxy_retries_total` for a try that failed with `e`: `connect`
+/// (refused or timed out: nothing was sent, so any method goes again), `reset` (the
+/// connection broke before any response byte), `timeout` (no response head within
+/// `per_try`), `malformed` (a response that is not HTTP/1.1).
+fn retry_reason(e: &upstream::Error) -> &'static str {
+    match e {
+        upstream::Error::Connect(_) | upstream::Error::ConnectTimeout(_) => "connect",
+        upstream::Error::Timeout(_) => "timeout",
+        upstream::Error::Malformed(_) => "malformed",
+        upstream::Error::Write(_)
+        | upstream::Error::Read(_)
+        | upstream::Error::Closed
+        | upstream::Error::RequestBody(_) => "reset",
+    }
+}
+
 /// Writes the HTTP/1.1 head every try of `req` sends into `out`: request line, forwarded
-/// fields, framing, blank line. Returns whether the body goes chunk-encoded, and the id.
+/// fields, framing (`length`, when known), blank line. Returns whether the body goes
+/// chunk-encoded, and the id.
 fn upstream_head<'f, F: Fields + ?Sized>(
     req: &Request<'f, F>,
+    length: Option<u64>,
     body: &RequestBody<'_>,
     client: &Peer,
     rng: &mut fastrand::Rng,
@@ -330,25 +389,18 @@ fn upstream_head<'f, F: Fields + ?Sized>(
         answered_expect: req.answered_expect,
     };
     let id = headers::forward_request(req.fields, &rules, rng, out);
-    // A Content-Length the client sent was forwarded with the fields.
-    let chunked = req.content_length.is_none() && !body.is_end_stream();
+    // The framing is the proxy's own (the client's Content-Length was not copied): one
+    // normalised length, or chunked when the length is unknown.
+    let chunked = length.is_none() && !body.is_end_stream();
     if chunked {
         write::push_field(out, b"transfer-encoding", b"chunked");
-    } else if req.content_length.is_none()
-        && matches!(*req.method, Method::POST | Method::PUT | Method::PATCH)
-    {
+    } else if let Some(n) = length {
+        write::push_field(out, b"content-length", write::decimal(n).as_bytes());
+    } else if matches!(*req.method, Method::POST | Method::PUT | Method::PATCH) {
         write::push_field(out, b"content-length", b"0");
     }
     out.extend_from_slice(b"\r\n");
     (chunked, id)
-}
-
-/// Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2).
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 /// The RTT to record for a 5xx: the upstream's `Retry-After` (seconds) if it gave one, else

@@ -5,7 +5,12 @@
 //!
 //! Requests: hop-by-hop fields go (Connection and every field it names, Keep-Alive,
 //! Proxy-Connection, TE except `trailers`, Transfer-Encoding, Upgrade unless this hop
-//! upgrades); then who the client was: `X-Forwarded-For/-Proto/-Host` and `Forwarded`
+//! upgrades). `Host` and the body's framing are always the proxy's own: the client's `Host`
+//! and `Content-Length` are never copied; `Host` is written as the authority the request was
+//! routed on (RFC 9112 §3.2.2), and the caller writes the framing. `Connection` removes only
+//! ordinary end-to-end fields, never one the proxy reads or writes itself, so it cannot strip
+//! the framing (the `Connection: content-length` smuggle) or an identity the proxy vouches
+//! for. Then who the client was: `X-Forwarded-For/-Proto/-Host` and `Forwarded`
 //! (RFC 7239) are appended to when the peer is a trusted proxy and replaced otherwise, so a
 //! client cannot forge its address; `Via` is appended; an `X-Request-Id` is added when absent.
 //! Responses: hop-by-hop fields go, `Via` is appended, `Date` added when missing, the
@@ -155,6 +160,7 @@ enum Kind {
     Expect,
     Date,
     ContentLength,
+    Host,
     Other,
 }
 
@@ -164,6 +170,7 @@ fn kind(name: &[u8]) -> Kind {
         2 if is(b"te") => Kind::Te,
         3 if is(b"via") => Kind::Via,
         4 if is(b"date") => Kind::Date,
+        4 if is(b"host") => Kind::Host,
         6 if is(b"expect") => Kind::Expect,
         7 if is(b"upgrade") => Kind::Upgrade,
         7 if is(b"trailer") => Kind::HopByHop,
@@ -298,6 +305,7 @@ pub fn forward_request<'f, F: Fields + ?Sized>(
     let (mut has_proto, mut has_host) = (false, false);
     let mut id = None;
     let mut kinds = Kinds::new();
+    out.field(b"host", rules.host.unwrap_or_default());
     for (i, (name, value)) in fields.pairs().enumerate() {
         match kinds.classify(i, name) {
             Kind::Connection => named.add_list(value),
@@ -315,10 +323,12 @@ pub fn forward_request<'f, F: Fields + ?Sized>(
     for (i, (name, value)) in fields.pairs().enumerate() {
         let keep = match kinds.get(i, name) {
             Kind::HopByHop | Kind::Connection | Kind::Te | Kind::Upgrade => false,
+            Kind::Host | Kind::ContentLength => false,
             Kind::ForwardedFor | Kind::Forwarded | Kind::Via => false,
             Kind::ForwardedProto | Kind::ForwardedHost => trusted,
             Kind::Expect => !rules.answered_expect,
-            _ => named.is_empty() || !named.contains(name),
+            Kind::RequestId | Kind::Date => true,
+            Kind::Other => named.is_empty() || !named.contains(name),
         };
         if keep {
             out.field(name, value);
@@ -381,9 +391,10 @@ pub struct ResponseRules<'a> {
     pub version: &'static str,
     /// The request's id, echoed when the upstream did not set one.
     pub request_id: &'a [u8],
-    /// `Content-Length` still describes the body the client gets (not when the proxy
-    /// re-frames a chunked or close-delimited body).
-    pub keep_length: bool,
+    /// The `Content-Length` the client gets, written by the proxy as one normalised number
+    /// (`None` when the proxy re-frames a chunked or close-delimited body, or there is
+    /// none). The upstream's own `Content-Length` fields are never copied.
+    pub length: Option<u64>,
     /// A `101 Switching Protocols`: `Upgrade` is kept, with `Connection: upgrade`.
     pub switching: bool,
 }
@@ -410,12 +421,16 @@ pub fn forward_response<F: Fields + ?Sized>(
         let keep = match kinds.get(i, name) {
             Kind::HopByHop | Kind::Connection | Kind::Te | Kind::Via => false,
             Kind::Upgrade => rules.switching,
-            Kind::ContentLength => rules.keep_length,
+            Kind::ContentLength => false,
+            Kind::Date | Kind::RequestId => true,
             _ => named.is_empty() || !named.contains(name),
         };
         if keep {
             out.field(name, value);
         }
+    }
+    if let Some(length) = rules.length {
+        out.field(b"content-length", write::decimal(length).as_bytes());
     }
     if rules.switching {
         out.field(b"connection", b"upgrade");
@@ -551,6 +566,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "host",
                 "accept",
                 "te",
                 "x-forwarded-for",
@@ -561,6 +577,50 @@ mod tests {
             ]
         );
         assert_eq!(get(&h, "te"), Some("trailers"));
+    }
+
+    #[test]
+    fn host_and_framing_are_the_proxys_own_whatever_connection_says() {
+        // The smuggle of issue 13: `Connection` naming the framing, so a proxy that drops
+        // the named field forwards a body with nothing to delimit it.
+        let fields = head(&[
+            ("Host", "client.example"),
+            (
+                "Connection",
+                "content-length, host, x-request-id, x-forwarded-proto, via",
+            ),
+            ("Content-Length", "010"),
+            ("X-Request-Id", "abc"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        let peer = client("127.0.0.1", true, false);
+        let (h, id) = forward(&fields, &rules(&peer, Some("routed.example"), "1.1"));
+        assert_eq!(get(&h, "host"), Some("routed.example"));
+        assert_eq!(h.get_all("host").iter().count(), 1);
+        // The caller writes the framing: no client Content-Length is copied.
+        assert!(!h.contains_key("content-length"));
+        assert_eq!(get(&h, "x-request-id"), Some("abc"));
+        assert_eq!(id, b"abc");
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("https"));
+        assert_eq!(get(&h, "via"), Some("1.1 microcourses"));
+        // No authority at all (HTTP/1.0): an empty Host, as RFC 9112 §3.2 says.
+        let (h, _) = forward(&fields, &rules(&peer, None, "1.0"));
+        assert_eq!(get(&h, "host"), Some(""));
+    }
+
+    #[test]
+    fn a_response_length_is_one_number_connection_cannot_remove() {
+        let fields = head(&[
+            ("Connection", "content-length, date"),
+            ("Content-Length", "05"),
+            ("Content-Length", "5"),
+        ]);
+        let h = respond(&fields, &PLAIN);
+        assert_eq!(
+            h.get_all("content-length").iter().collect::<Vec<_>>(),
+            ["5"]
+        );
+        assert!(h.contains_key("date"));
     }
 
     #[test]
@@ -657,7 +717,7 @@ mod tests {
             &mut out,
         );
         let expected = format!(
-            "Host: a\r\nAccept: */*\r\nx-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\n\
+            "host: a\r\nAccept: */*\r\nx-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: a\r\nforwarded: for=192.0.2.1;host=a;proto=http\r\n\
              via: 1.1 microcourses\r\nx-request-id: {}\r\n",
             String::from_utf8_lossy(id.as_bytes())
@@ -682,7 +742,7 @@ mod tests {
     const PLAIN: ResponseRules<'static> = ResponseRules {
         version: "1.1",
         request_id: b"id-1",
-        keep_length: true,
+        length: Some(5),
         switching: false,
     };
 
@@ -716,7 +776,7 @@ mod tests {
             ("Content-Length", "5"),
         ]);
         let rechunked = ResponseRules {
-            keep_length: false,
+            length: None,
             ..PLAIN
         };
         let h = respond(&fields, &rechunked);
@@ -758,7 +818,7 @@ mod tests {
         #[test]
         fn any_head_loses_its_hop_by_hop_fields_and_names_the_client(
             pairs in proptest::collection::vec(
-                ("(?i)(connection|keep-alive|te|upgrade|x-forwarded-for|forwarded|via|x-request-id|[a-z-]{1,12})",
+                ("(?i)(connection|keep-alive|te|upgrade|host|content-length|x-forwarded-for|forwarded|via|x-request-id|[a-z-]{1,12})",
                  "[ -~]{0,40}"),
                 0..12,
             ),
@@ -784,9 +844,11 @@ mod tests {
                 return Err(proptest::test_runner::TestCaseError::fail(format!("not a head: {:?}", String::from_utf8_lossy(&out))));
             };
             // ...without hop-by-hop fields, naming the client.
-            for hop in ["connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding"] {
+            for hop in ["connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding", "content-length"] {
                 proptest::prop_assert!(parsed.values(hop.as_bytes()).next().is_none(), "{} forwarded", hop);
             }
+            // Host is the proxy's own, exactly once, whatever the client sent.
+            proptest::prop_assert_eq!(parsed.values(b"host").count(), 1);
             let xff = parsed.values(b"x-forwarded-for").next().unwrap();
             proptest::prop_assert!(xff.ends_with(b"192.0.2.7"));
             proptest::prop_assert!(parsed.values(b"forwarded").next().is_some());

@@ -8,7 +8,7 @@
 //! library, independent of HTTP; [`topology`] turns `upstreams.toml` into pools and routes
 //! swapped through `ArcSwap`; [`config`] parses and validates both files; [`body`] the
 //! streaming body types; [`admin`] and [`metrics`] the operator's view; [`tls`] the rustls
-//! set-up; [`fds`] the open-files limit and descriptor table, sized at start-up.
+//! set-up; [`tunnel`] upgraded connections; [`fds`] the open-files limit and descriptor table, sized at start-up.
 
 pub mod admin;
 pub mod balance;
@@ -26,5 +26,6 @@ pub mod retry;
 pub mod server;
 pub mod tls;
 pub mod topology;
+pub mod tunnel;
 pub mod upstream;
 pub mod wire;

@@ -33,12 +33,18 @@ pub enum LocalError {
     HeadTooLarge,
     /// 405: a method a reverse proxy does not serve (CONNECT).
     MethodNotAllowed,
-    /// 408: the request head did not arrive within `timeouts.header_read`.
+    /// 408: the request head did not arrive within `timeouts.header_read`, or the client
+    /// stopped sending its body for that long.
     RequestTimeout,
+    /// 501: a transfer coding other than a single `chunked`, or an upgrade to a protocol
+    /// the configuration does not allow.
+    NotImplemented,
+    /// 417: an `Expect` other than `100-continue`.
+    ExpectationFailed,
 }
 
 impl LocalError {
-    pub const ALL: [LocalError; 9] = [
+    pub const ALL: [LocalError; 11] = [
         LocalError::NoRoute,
         LocalError::NoEndpoint,
         LocalError::UpstreamError,
@@ -48,6 +54,8 @@ impl LocalError {
         LocalError::HeadTooLarge,
         LocalError::MethodNotAllowed,
         LocalError::RequestTimeout,
+        LocalError::NotImplemented,
+        LocalError::ExpectationFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +69,8 @@ impl LocalError {
             LocalError::HeadTooLarge => "head_too_large",
             LocalError::MethodNotAllowed => "method_not_allowed",
             LocalError::RequestTimeout => "request_timeout",
+            LocalError::NotImplemented => "not_implemented",
+            LocalError::ExpectationFailed => "expectation_failed",
         }
     }
 
@@ -77,6 +87,8 @@ impl LocalError {
             LocalError::HeadTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             LocalError::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
             LocalError::RequestTimeout => S::REQUEST_TIMEOUT,
+            LocalError::NotImplemented => S::NOT_IMPLEMENTED,
+            LocalError::ExpectationFailed => S::EXPECTATION_FAILED,
         }
     }
 
@@ -93,7 +105,11 @@ impl LocalError {
                 "request header fields are larger than this proxy accepts\n"
             }
             LocalError::MethodNotAllowed => "this reverse proxy does not serve CONNECT\n",
-            LocalError::RequestTimeout => "request head not received in time\n",
+            LocalError::RequestTimeout => "request not received in time\n",
+            LocalError::NotImplemented => {
+                "transfer coding or upgrade not supported by this proxy\n"
+            }
+            LocalError::ExpectationFailed => "only Expect: 100-continue is supported\n",
         }
     }
 
@@ -127,7 +143,7 @@ pub struct Metrics {
     pub state: IntGaugeVec,
     /// `pool_panic_requests_total{pool}`: requests routed while no endpoint was available.
     panic_requests: IntCounterVec,
-    /// `retries_total{pool}`.
+    /// `retries_total{pool,reason}`.
     retries: IntCounterVec,
     /// `retry_budget_exhausted_total{pool}`: retries not made because of the budget.
     retry_budget_exhausted: IntCounterVec,
@@ -244,8 +260,11 @@ impl Metrics {
         )
         .expect("valid");
         let retries = IntCounterVec::new(
-            Opts::new("retries_total", "Requests sent again to another endpoint"),
-            &["pool"],
+            Opts::new(
+                "retries_total",
+                "Requests sent again to another endpoint, by why the previous try failed",
+            ),
+            &["pool", "reason"],
         )
         .expect("valid");
         let retry_budget_exhausted = IntCounterVec::new(
@@ -331,8 +350,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn retry(&self, pool: &str) {
-        self.retries.with_label_values(&[pool]).inc();
+    /// A retry, with why the try before failed (see `forward::retry_reason`).
+    pub fn retry(&self, pool: &str, reason: &str) {
+        self.retries.with_label_values(&[pool, reason]).inc();
     }
 
     pub fn retry_budget_exhausted(&self, pool: &str) {

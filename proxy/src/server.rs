@@ -198,7 +198,8 @@ async fn run_control(
         workers,
         "proxy listening"
     );
-    let admin_task = tokio::spawn(admin_loop(admin_listener, proxy, reloader.clone()));
+    let access = Arc::new(admin::Access::from_env());
+    let admin_task = tokio::spawn(admin_loop(admin_listener, proxy, reloader.clone(), access));
     let sighup_task = tokio::spawn(reload::on_sighup(hup, reloader.clone()));
 
     shutdown.await;
@@ -435,21 +436,28 @@ where
 }
 
 /// The admin listener: small, HTTP/1.1 only, not drained on shutdown.
-async fn admin_loop(listener: TcpListener, proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
+async fn admin_loop(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
+    access: Arc<admin::Access>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
             continue;
         };
-        let (proxy, reloader) = (proxy.clone(), reloader.clone());
+        let (proxy, reloader, access) = (proxy.clone(), reloader.clone(), access.clone());
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let (proxy, reloader) = (proxy.clone(), reloader.clone());
-                async move { Ok::<_, Infallible>(admin::handle(&proxy, &reloader, req).await) }
+                let (proxy, reloader, access) = (proxy.clone(), reloader.clone(), access.clone());
+                async move {
+                    Ok::<_, Infallible>(admin::handle(&proxy, &reloader, &access, peer, req).await)
+                }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)

@@ -66,7 +66,7 @@ async fn a_killed_upstream_costs_no_request_and_is_readmitted_after_restart() {
     assert!(p
         .metrics()
         .await
-        .contains("proxy_retries_total{pool=\"main\"}"));
+        .contains("proxy_retries_total{pool=\"main\",reason="));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

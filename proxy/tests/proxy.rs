@@ -425,7 +425,7 @@ async fn an_upgrade_switches_protocols_end_to_end_and_outlives_the_header_timeou
     let up = Upstream::start("a").await;
     let p = proxy()
         .upstream(&up)
-        .proxy_toml("[timeouts]\nheader_read = \"300ms\"")
+        .proxy_toml("[timeouts]\nheader_read = \"300ms\"\n[forwarding]\nupgrades = [\"websocket\", \"echo\"]")
         .start()
         .await;
     let mut raw = TcpStream::connect(p.http).unwrap();

@@ -169,22 +169,30 @@ async fn sighup_and_the_admin_api_reload_too() {
     })
     .await;
 
+    // Without the token, nothing happens.
     let res = client
         .post(p.admin_url("/admin/reload"))
         .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().contains_key("www-authenticate"));
+    let res = client
+        .post(p.admin_url("/admin/reload"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    let res = p.admin_post("/admin/reload").await;
     assert_eq!(res.status(), 200);
     let answer: serde_json::Value = res.json().await.unwrap();
     assert_eq!(answer["ok"], true);
 
     // An invalid file: the admin API answers 422 with the error, and traffic still flows.
     p.rewrite_upstreams("[pool.main]\nendpoints = \"nope\"\n");
-    let res = client
-        .post(p.admin_url("/admin/reload"))
-        .send()
-        .await
-        .unwrap();
+    let res = p.admin_post("/admin/reload").await;
     assert_eq!(res.status(), 422);
     let answer: serde_json::Value = res.json().await.unwrap();
     assert_eq!(answer["ok"], false);

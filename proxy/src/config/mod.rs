@@ -26,6 +26,10 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 /// Headers beyond 16 KiB are an attack or a bug (nginx's large_client_header_buffers is 8 KiB).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Request bodies up to this size are read whole before an upstream is picked (nginx's and
+/// HAProxy's request buffering): a slow upload holds no upstream connection, and the request
+/// can be sent again when a try fails. 64 KiB covers every course write many times over.
+pub const DEFAULT_BUFFER_BODY_BYTES: u64 = 64 * 1024;
 /// Far above what 2 cores serve, low enough to keep file descriptors in check.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Slowloris defence: a client gets this long to send a request's headers.
@@ -34,6 +38,15 @@ pub const DEFAULT_CONNECT: Duration = Duration::from_secs(1);
 pub const DEFAULT_PER_TRY: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+/// A client that sends nothing for this long in the middle of its request body gets 408
+/// (nginx's `client_body_timeout` is 60 s; half that is plenty for a live client).
+pub const DEFAULT_BODY_READ: Duration = Duration::from_secs(30);
+/// An upgraded connection (WebSocket) with no byte either way for this long is closed
+/// (Envoy's stream idle timeout is 5 minutes too).
+pub const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(300);
+/// The upgrade protocols passed on by default: WebSocket only. Anything else (`h2c`, say)
+/// would let a client talk a protocol to the upstream past every rule of this proxy.
+pub const DEFAULT_UPGRADES: &[&str] = &["websocket"];
 /// hyper's HTTP/1 parser needs at least this much buffer.
 const MIN_HEADER_BYTES: usize = 8192;
 
@@ -101,6 +114,7 @@ impl Default for RawTls {
 struct RawLimits {
     max_header_bytes: Spanned<usize>,
     max_body_bytes: Spanned<u64>,
+    buffer_body_bytes: Spanned<u64>,
     max_connections: Spanned<usize>,
 }
 
@@ -109,6 +123,7 @@ impl Default for RawLimits {
         RawLimits {
             max_header_bytes: Spanned::new(0..0, DEFAULT_MAX_HEADER_BYTES),
             max_body_bytes: Spanned::new(0..0, DEFAULT_MAX_BODY_BYTES),
+            buffer_body_bytes: Spanned::new(0..0, DEFAULT_BUFFER_BODY_BYTES),
             max_connections: Spanned::new(0..0, DEFAULT_MAX_CONNECTIONS),
         }
     }
@@ -125,7 +140,11 @@ pub struct Timeouts {
     /// TCP connect to an upstream.
     #[serde(with = "humantime_serde")]
     pub connect: Duration,
-    /// One try: from sending to an upstream until its response headers.
+    /// The longest a client may send nothing in the middle of its request body (408 after).
+    #[serde(with = "humantime_serde")]
+    pub body_read: Duration,
+    /// One try: from the whole request being sent upstream until its response headers (a
+    /// slow client upload does not count against it).
     #[serde(with = "humantime_serde")]
     pub per_try: Duration,
     /// The whole request at the proxy, all tries included, until response headers.
@@ -134,16 +153,21 @@ pub struct Timeouts {
     /// Idle pooled upstream connections and idle HTTP/2 client connections are closed after.
     #[serde(with = "humantime_serde")]
     pub idle: Duration,
+    /// An upgraded connection (a WebSocket tunnel) with no traffic either way is closed after.
+    #[serde(with = "humantime_serde")]
+    pub tunnel_idle: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             header_read: DEFAULT_HEADER_READ,
+            body_read: DEFAULT_BODY_READ,
             connect: DEFAULT_CONNECT,
             per_try: DEFAULT_PER_TRY,
             request: DEFAULT_REQUEST,
             idle: DEFAULT_IDLE,
+            tunnel_idle: DEFAULT_TUNNEL_IDLE,
         }
     }
 }
@@ -155,6 +179,10 @@ pub struct Forwarding {
     /// Peers whose `X-Forwarded-*` and `Forwarded` headers are kept (and appended to);
     /// from anyone else they are replaced.
     pub trusted_proxies: Vec<IpNet>,
+    /// Protocols a client may upgrade to (`Upgrade`, or HTTP/2's extended CONNECT), by name
+    /// without case. Any other upgrade request goes upstream as a plain request (HTTP/1) or
+    /// gets 501 (HTTP/2).
+    pub upgrades: Vec<String>,
 }
 
 impl Default for Forwarding {
@@ -164,6 +192,7 @@ impl Default for Forwarding {
                 "127.0.0.1/32".parse().expect("valid"),
                 "::1/128".parse().expect("valid"),
             ],
+            upgrades: DEFAULT_UPGRADES.iter().map(|p| p.to_string()).collect(),
         }
     }
 }
@@ -197,6 +226,9 @@ pub struct Tls {
 pub struct Limits {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// Request bodies up to this size are read whole before an upstream is picked (0: every
+    /// body streams); never more than `max_body_bytes`.
+    pub buffer_body_bytes: u64,
     pub max_connections: usize,
 }
 
@@ -249,10 +281,12 @@ impl ProxyConfig {
         let t = &raw.timeouts;
         for (name, d) in [
             ("timeouts.header_read", t.header_read),
+            ("timeouts.body_read", t.body_read),
             ("timeouts.connect", t.connect),
             ("timeouts.per_try", t.per_try),
             ("timeouts.request", t.request),
             ("timeouts.idle", t.idle),
+            ("timeouts.tunnel_idle", t.tunnel_idle),
         ] {
             if d.is_zero() {
                 errors.field(name, "must be greater than 0");
@@ -260,6 +294,18 @@ impl ProxyConfig {
         }
         if t.per_try > t.request {
             errors.field("timeouts.per_try", "must not exceed timeouts.request");
+        }
+        for protocol in &raw.forwarding.upgrades {
+            if protocol.is_empty()
+                || !protocol
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                errors.field(
+                    "forwarding.upgrades",
+                    format!("{protocol:?} is not a protocol name (a token such as \"websocket\")"),
+                );
+            }
         }
         errors.finish()?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -279,6 +325,8 @@ impl ProxyConfig {
             limits: Limits {
                 max_header_bytes: *l.max_header_bytes.get_ref(),
                 max_body_bytes: *l.max_body_bytes.get_ref(),
+                buffer_body_bytes: (*l.buffer_body_bytes.get_ref())
+                    .min(*l.max_body_bytes.get_ref()),
                 max_connections: *l.max_connections.get_ref(),
             },
             timeouts: raw.timeouts,

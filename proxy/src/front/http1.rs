@@ -243,6 +243,11 @@ impl Connection {
                         LocalError::BadRequest
                     }
                     Refusal::MethodNotAllowed => LocalError::MethodNotAllowed,
+                    Refusal::NotImplemented(why) => {
+                        tracing::debug!(peer = %client.peer, why, "unsupported request framing");
+                        LocalError::NotImplemented
+                    }
+                    Refusal::ExpectationFailed => LocalError::ExpectationFailed,
                 };
                 proxy.answered_locally(e);
                 self.answer_locally(io, e, Version::HTTP_11, true, false)
@@ -266,6 +271,9 @@ impl Connection {
             }
         }
 
+        // Only the upgrades the configuration names go on; any other (h2c, say) is dropped
+        // and the request goes as a plain one.
+        let upgrade = req.upgrade.and_then(|offer| proxy.upgrade(offer));
         let request = Request {
             method: &req.method,
             target: &req.target,
@@ -274,7 +282,7 @@ impl Connection {
             version: req.version,
             fields: req.fields,
             content_length,
-            upgrade: req.upgrade,
+            upgrade,
             answered_expect,
         };
         let mut respond = Http1Respond {
@@ -285,7 +293,8 @@ impl Connection {
             framing: ToClient::None,
         };
         let limit = proxy.limits().max_body_bytes;
-        let mut body = RequestBody::http1(Http1Body::new(io, buf, req.body), limit);
+        let stall = proxy.timeouts().body_read;
+        let mut body = RequestBody::http1(Http1Body::new(io, buf, req.body, stall), limit);
         let result = proxy
             .forward(
                 &ctx.upstream,
@@ -296,7 +305,7 @@ impl Connection {
                 &mut respond,
             )
             .await;
-        let body_read = body.is_end_stream();
+        let body_read = body.fully_received();
         drop(body);
         let (framing, keep_alive) = (respond.framing, respond.keep_alive && body_read);
 
@@ -304,9 +313,7 @@ impl Connection {
         let mut answer = match result {
             // A protocol switch nobody asked for (the proxy passes `Upgrade` on only when the
             // client sent it): a broken upstream.
-            Ok(answer)
-                if answer.status == StatusCode::SWITCHING_PROTOCOLS && req.upgrade.is_none() =>
-            {
+            Ok(answer) if answer.status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() => {
                 proxy.answered_locally(LocalError::UpstreamError);
                 let e = LocalError::UpstreamError;
                 self.answer_locally(io, e, req.version, true, head_request)
@@ -326,7 +333,8 @@ impl Connection {
             }
         };
         if answer.status == StatusCode::SWITCHING_PROTOCOLS {
-            self.tunnel(io, buf, answer).await;
+            self.tunnel(io, buf, answer, proxy.timeouts().tunnel_idle)
+                .await;
             return Next::Switched;
         }
         let stall = proxy.timeouts().idle;
@@ -389,9 +397,9 @@ impl Connection {
     }
 
     /// The upstream switched protocols: the 101 goes to the client, then bytes are copied
-    /// both ways until either side closes. The tunnel counts as in flight on its endpoint for
-    /// as long as it is open.
-    async fn tunnel<S>(&mut self, io: &mut S, buf: &mut BytesMut, answer: Answer)
+    /// both ways until either side closes or the tunnel is idle for `idle`. The tunnel counts
+    /// as in flight on its endpoint for as long as it is open.
+    async fn tunnel<S>(&mut self, io: &mut S, buf: &mut BytesMut, answer: Answer, idle: Duration)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -409,7 +417,7 @@ impl Connection {
             return;
         }
         buf.clear();
-        if let Err(e) = tokio::io::copy_bidirectional(io, &mut upstream).await {
+        if let Err(e) = crate::tunnel::relay(io, &mut upstream, idle).await {
             tracing::debug!(error = %e, "upgraded connection ended with an error");
         }
         drop(in_flight);
@@ -462,7 +470,7 @@ impl Respond for Http1Respond<'_> {
         let rules = ResponseRules {
             version: via_version(self.version),
             request_id,
-            keep_length: !matches!(head.framing, Framing::Chunked | Framing::UntilClose),
+            length: head.length_field(),
             switching,
         };
         headers::forward_response(head.fields, &rules, out);

@@ -26,7 +26,7 @@ use crate::forward::{Answer, Proxy, Request, Respond};
 use crate::headers::{self, MapSink, Peer, ResponseRules};
 use crate::metrics::LocalError;
 use crate::upstream::Connections;
-use crate::wire::response::{Framing, ResponseHead};
+use crate::wire::response::ResponseHead;
 use crate::wire::{self, write};
 
 pub type Builder = hyper::server::conn::http2::Builder<TokioExecutor>;
@@ -88,6 +88,9 @@ async fn handle(
         let (Some(protocol), Some(stream)) = (protocol, stream) else {
             return answer_locally(proxy, LocalError::MethodNotAllowed);
         };
+        if proxy.upgrade(protocol.as_str().as_bytes()).is_none() {
+            return answer_locally(proxy, LocalError::NotImplemented);
+        }
         parts.method = Method::GET;
         if protocol.as_str().eq_ignore_ascii_case("websocket") {
             parts.headers.insert(
@@ -98,16 +101,11 @@ async fn handle(
         }
         switch = Some((protocol, stream));
     }
-    // The authority asked for; HTTP/1.1 upstreams need it as Host.
+    // The authority asked for: routed on, and the upstream's Host.
     let host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
     };
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(h) = &host {
-            parts.headers.insert(header::HOST, h.clone());
-        }
-    }
     let Ok(content_length) = wire::content_length(&parts.headers) else {
         return answer_locally(proxy, LocalError::BadRequest);
     };
@@ -122,7 +120,11 @@ async fn handle(
         upgrade: switch.as_ref().map(|(p, _)| p.as_str().as_bytes()),
         answered_expect: false,
     };
-    let mut body = RequestBody::http2(incoming, proxy.limits().max_body_bytes);
+    let mut body = RequestBody::http2(
+        incoming,
+        proxy.limits().max_body_bytes,
+        proxy.timeouts().body_read,
+    );
     let mut respond = Http2Respond::default();
     let mut scratch = Vec::with_capacity(1024);
     match proxy
@@ -137,7 +139,9 @@ async fn handle(
         .await
     {
         Ok(answer) if answer.status == StatusCode::SWITCHING_PROTOCOLS => match switch {
-            Some((_, stream)) => tunnel(proxy, answer, respond, stream),
+            Some((_, stream)) => {
+                tunnel(proxy, answer, respond, stream, proxy.timeouts().tunnel_idle)
+            }
             // A protocol switch nobody asked for: a broken upstream.
             None => answer_locally(proxy, LocalError::UpstreamError),
         },
@@ -164,6 +168,7 @@ fn tunnel(
     answer: Answer,
     respond: Http2Respond,
     stream: OnUpgrade,
+    idle: std::time::Duration,
 ) -> Response<ResponseBody> {
     let Answer {
         body, in_flight, ..
@@ -178,7 +183,7 @@ fn tunnel(
         if client.write_all(&early).await.is_err() {
             return;
         }
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        if let Err(e) = crate::tunnel::relay(&mut client, &mut upstream, idle).await {
             tracing::debug!(error = %e, "HTTP/2 tunnel ended with an error");
         }
         drop(in_flight);
@@ -228,7 +233,7 @@ impl Respond for Http2Respond {
         let rules = ResponseRules {
             version: "2",
             request_id,
-            keep_length: !matches!(head.framing, Framing::Chunked | Framing::UntilClose),
+            length: head.length_field(),
             switching: false,
         };
         headers::forward_response(head.fields, &rules, &mut self.headers);

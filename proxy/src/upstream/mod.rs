@@ -11,8 +11,15 @@
 //!
 //! An idle connection may have been closed by the upstream since it was parked. Taking one
 //! checks the socket's readiness first, which costs no system call unless the peer sent
-//! something (its FIN); a bodiless request that still meets a dead reused connection before
-//! any response byte is sent again on a fresh one, since nothing reached the upstream.
+//! something (its FIN). A request that still meets a dead reused connection goes again on a
+//! fresh one only when that is safe (RFC 9110 §9.2.2): whatever the method, when not one
+//! byte of it was written; an idempotent bodiless one also when it was written but nothing
+//! came back. A request that may have been processed is never sent twice.
+//!
+//! Timing: the connect has `timeouts.connect`; the wait for the response head
+//! (`Outgoing::wait`, the per-try timeout) starts once the whole request is sent, so a slow
+//! client upload is not blamed on the upstream. The upload itself is bounded by the client
+//! body's own stall limit.
 
 pub mod body;
 
@@ -54,6 +61,8 @@ pub enum Error {
     Read(std::io::Error),
     /// The upstream closed the connection before the response was complete.
     Closed,
+    /// The response head did not come within `Outgoing::wait` of the request being sent.
+    Timeout(Duration),
     /// The upstream's response is not valid HTTP/1.x.
     Malformed(Malformed),
     /// The client's request body failed: over the size limit, or the client went away.
@@ -68,9 +77,18 @@ impl std::fmt::Display for Error {
             Error::Write(e) => write!(f, "sending the request: {e}"),
             Error::Read(e) => write!(f, "reading the response: {e}"),
             Error::Closed => f.write_str("connection closed before the response was complete"),
+            Error::Timeout(d) => write!(f, "no response within {d:?}"),
             Error::Malformed(m) => m.fmt(f),
             Error::RequestBody(e) => write!(f, "request body: {e}"),
         }
+    }
+}
+
+impl Error {
+    /// Whether the request certainly did not reach the upstream (no connection was made), so
+    /// it may go to another endpoint whatever its method, its body untouched.
+    pub fn unsent(&self) -> bool {
+        matches!(self, Error::Connect(_) | Error::ConnectTimeout(_))
     }
 }
 
@@ -92,6 +110,11 @@ pub struct Outgoing<'a> {
     pub method: &'a Method,
     /// The body is sent chunk-encoded (its head says `transfer-encoding: chunked`).
     pub chunked: bool,
+    /// The `Content-Length` the head declares: exactly this many body bytes are sent, or the
+    /// request fails (a body that does not match its framing never reaches an upstream).
+    pub length: Option<u64>,
+    /// How long to wait for the response head once the request is sent.
+    pub wait: Duration,
 }
 
 /// An open connection to one upstream.
@@ -171,8 +194,7 @@ impl Connections {
     ) -> Result<(R, UpstreamBody), Error> {
         // Writes wait for this pass of the worker's reads (see `batch`).
         crate::batch::requeue().await;
-        // A known-empty body means the request can be written again as is.
-        let bodiless = body.is_end_stream();
+        let idempotent = is_idempotent(request.method);
         loop {
             let (conn, reused) = match self.checkout(addr) {
                 Some(conn) => (conn, true),
@@ -189,9 +211,14 @@ impl Connections {
                     );
                     return Ok((answer, body));
                 }
-                Err(failure) if reused && bodiless && failure.nothing_received => {
+                Err(failure)
+                    if reused
+                        && (failure.unwritten
+                            || (idempotent && failure.nothing_received && body.replayable()))
+                        && body.rewind() =>
+                {
                     // The upstream had closed this idle connection (and likely its siblings,
-                    // as when it restarts): nothing reached it, so try a fresh connection.
+                    // as when it restarts), and sending again is safe: try a fresh one.
                     tracing::debug!(%addr, error = %failure.error, "reused connection was dead; reconnecting");
                     self.forget(addr);
                 }
@@ -273,24 +300,49 @@ impl Connections {
     }
 }
 
-/// A failed exchange, and whether the upstream sent anything at all before it failed.
+/// Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2).
+pub fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// A failed exchange: whether not one request byte was written, and whether the upstream
+/// sent anything at all before it failed.
 struct Failure {
     error: Error,
+    unwritten: bool,
     nothing_received: bool,
 }
 
 impl Failure {
-    fn new(error: Error, buf: &BytesMut) -> Failure {
+    fn new(error: Error, buf: &BytesMut, written: &AtomicBool) -> Failure {
         let nothing_received = match &error {
             Error::Write(_) => true,
             Error::Read(_) | Error::Closed => buf.is_empty(),
             _ => false,
         };
         Failure {
+            unwritten: matches!(error, Error::Write(_)) && !written.load(Ordering::Acquire),
             error,
             nothing_received,
         }
     }
+}
+
+/// Writes the request head; `written` turns true once any byte of it is out.
+async fn write_head(
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+    head: &[u8],
+    written: &AtomicBool,
+) -> Result<(), Error> {
+    let n = wr.write(head).await.map_err(Error::Write)?;
+    if n == 0 {
+        return Err(Error::Write(std::io::ErrorKind::WriteZero.into()));
+    }
+    written.store(true, Ordering::Release);
+    wr.write_all(&head[n..]).await.map_err(Error::Write)
 }
 
 /// What of a response head the body needs once the head itself is gone.
@@ -310,20 +362,26 @@ async fn exchange<R>(
     body: &mut RequestBody<'_>,
     on_head: &mut (dyn FnMut(&ResponseHead<'_, '_>, bool) -> R + Send),
 ) -> Result<(R, Conn, HeadSummary), Failure> {
-    let result = if body.is_end_stream() {
-        match conn.io.write_all(request.head).await {
+    let written = AtomicBool::new(false);
+    let result = if body.is_end_stream() && request.length.unwrap_or(0) == 0 {
+        match write_head(&mut conn.io, request.head, &written).await {
             Ok(()) => {
                 let sent = AtomicBool::new(true);
-                read_head(&mut conn.io, &mut conn.buf, request.method, &sent, on_head).await
+                let reading =
+                    read_head(&mut conn.io, &mut conn.buf, request.method, &sent, on_head);
+                match tokio::time::timeout(request.wait, reading).await {
+                    Ok(read) => read,
+                    Err(_) => Err(Error::Timeout(request.wait)),
+                }
             }
-            Err(e) => Err(Error::Write(e)),
+            Err(e) => Err(e),
         }
     } else {
-        send_body_and_read_head(&mut conn, request, body, on_head).await
+        send_body_and_read_head(&mut conn, request, body, &written, on_head).await
     };
     match result {
         Ok((answer, head)) => Ok((answer, conn, head)),
-        Err(e) => Err(Failure::new(e, &conn.buf)),
+        Err(e) => Err(Failure::new(e, &conn.buf, &written)),
     }
 }
 
@@ -380,21 +438,41 @@ fn take_head<R>(
     }
 }
 
+/// The client's body did not match the length the proxy declared upstream.
+#[derive(Debug)]
+pub struct LengthMismatch;
+
+impl std::fmt::Display for LengthMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body length differs from its Content-Length")
+    }
+}
+
+impl std::error::Error for LengthMismatch {}
+
 /// Sends the head and the body while waiting for the response head. If the response comes
-/// first, the rest of the body is not sent and the connection is not reused.
+/// first, the rest of the body is not sent and the connection is not reused. The wait for
+/// the head is bounded by `request.wait` from the moment the body is all sent.
 async fn send_body_and_read_head<R>(
     conn: &mut Conn,
     request: Outgoing<'_>,
     body: &mut RequestBody<'_>,
+    written: &AtomicBool,
     on_head: &mut (dyn FnMut(&ResponseHead<'_, '_>, bool) -> R + Send),
 ) -> Result<(R, HeadSummary), Error> {
     let (mut rd, mut wr) = conn.io.split();
     let body_sent = AtomicBool::new(false);
     let sending = async {
-        wr.write_all(request.head).await.map_err(Error::Write)?;
+        write_head(&mut wr, request.head, written).await?;
         let mut framing = Vec::new();
+        let mut left = request.length;
         while let Some(data) = body.chunk().await {
             let data = data.map_err(Error::RequestBody)?;
+            if let Some(left) = &mut left {
+                *left = left
+                    .checked_sub(data.len() as u64)
+                    .ok_or_else(|| Error::RequestBody(Box::new(LengthMismatch)))?;
+            }
             if request.chunked {
                 framing.clear();
                 push_chunk_header(&mut framing, data.len());
@@ -405,6 +483,9 @@ async fn send_body_and_read_head<R>(
                 wr.write_all(&data).await.map_err(Error::Write)?;
             }
         }
+        if left.is_some_and(|left| left > 0) {
+            return Err(Error::RequestBody(Box::new(LengthMismatch)));
+        }
         if request.chunked {
             wr.write_all(LAST_CHUNK).await.map_err(Error::Write)?;
         }
@@ -412,7 +493,9 @@ async fn send_body_and_read_head<R>(
         Ok::<(), Error>(())
     };
     let receiving = read_head(&mut rd, &mut conn.buf, request.method, &body_sent, on_head);
-    tokio::pin!(sending, receiving);
+    // Armed when the request is all sent.
+    let waited = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(sending, receiving, waited);
     let mut sent: Option<Result<(), Error>> = None;
     loop {
         tokio::select! {
@@ -423,6 +506,13 @@ async fn send_body_and_read_head<R>(
                 // A write error is reported only if no response follows (an upstream may
                 // answer and close without reading the whole body).
                 sent = Some(r);
+                waited.as_mut().reset(Instant::now() + request.wait);
+            }
+            () = &mut waited, if sent.is_some() => {
+                return Err(match sent {
+                    Some(Err(write)) => write,
+                    _ => Error::Timeout(request.wait),
+                });
             }
             head = &mut receiving => {
                 let body_sent = matches!(sent, Some(Ok(())));

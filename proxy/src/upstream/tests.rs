@@ -124,6 +124,8 @@ async fn get(pool: &Arc<Connections>, addr: SocketAddr, method: &Method) -> Resu
         head: head.as_bytes(),
         method,
         chunked: false,
+        length: None,
+        wait: Duration::from_secs(5),
     };
     let ((status, fields), mut body) = pool
         .send(addr, request, &mut RequestBody::empty(), &mut summary)
@@ -153,6 +155,8 @@ async fn open(pool: &Arc<Connections>, addr: SocketAddr) -> (StatusCode, Upstrea
         head: b"GET / HTTP/1.1\r\nhost: upstream\r\n\r\n",
         method: &Method::GET,
         chunked: false,
+        length: None,
+        wait: Duration::from_secs(5),
     };
     let (status, body) = pool
         .send(addr, request, &mut RequestBody::empty(), &mut |h, _| {
@@ -323,12 +327,15 @@ async fn a_chunked_request_body_is_sent_chunk_encoded() {
         &mut server,
         &mut buf,
         crate::wire::request::BodyFraming::Chunked,
+        Duration::from_secs(5),
     );
     let mut body = RequestBody::http1(reader, 1000);
     let request = Outgoing {
         head: b"POST /p HTTP/1.1\r\nhost: upstream\r\ntransfer-encoding: chunked\r\n\r\n",
         method: &Method::POST,
         chunked: true,
+        length: None,
+        wait: Duration::from_secs(5),
     };
     let (status, _) = pool
         .send(up.addr, request, &mut body, &mut |h, _| h.status)
@@ -353,18 +360,23 @@ async fn a_body_over_the_limit_is_the_clients_fault() {
         &mut server,
         &mut buf,
         crate::wire::request::BodyFraming::Length(10),
+        Duration::from_secs(5),
     );
     let mut body = RequestBody::http1(reader, 5);
     let request = Outgoing {
         head: b"POST /p HTTP/1.1\r\nhost: upstream\r\ncontent-length: 10\r\n\r\n",
         method: &Method::POST,
         chunked: false,
+        length: None,
+        wait: Duration::from_secs(5),
     };
     match pool
         .send(up.addr, request, &mut body, &mut |h, _| h.status)
         .await
     {
-        Err(Error::RequestBody(e)) => assert!(crate::body::caused_by_body_limit(e.as_ref())),
+        Err(Error::RequestBody(e)) => assert!(crate::body::caused_by::<crate::body::BodyTooLarge>(
+            e.as_ref()
+        )),
         other => panic!("expected a body error, got {:?}", other.map(|(s, _)| s)),
     }
 }

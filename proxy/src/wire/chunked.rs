@@ -42,6 +42,159 @@ pub fn push_chunk_header(out: &mut Vec<u8>, len: usize) {
 /// The last chunk and an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// Fields that must not come in a trailer section (RFC 9110 §6.5.1): framing, routing,
+/// connection control, authentication, cookies, and what a recipient acts on before the body
+/// (content type and coding, caching, redirects). They are dropped, so a trailer can never
+/// reframe, reroute or re-authenticate anything after the head was checked.
+const NOT_IN_TRAILERS: &[&str] = &[
+    "age",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-location",
+    "content-range",
+    "content-type",
+    "cookie",
+    "date",
+    "expect",
+    "expires",
+    "forwarded",
+    "host",
+    "keep-alive",
+    "location",
+    "max-forwards",
+    "pragma",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "range",
+    "retry-after",
+    "set-cookie",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "vary",
+    "via",
+    "www-authenticate",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Whether a field may be passed on in a trailer section.
+pub fn allowed_in_trailers(name: &str) -> bool {
+    !NOT_IN_TRAILERS.iter().any(|n| n.eq_ignore_ascii_case(name))
+        && !name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("if-"))
+}
+
+/// Most hex digits in a chunk size: 16 fill a `u64`.
+const MAX_SIZE_DIGITS: usize = 16;
+
+/// A chunk-size line at the start of `buf`, strictly by RFC 9112 §7.1: `1*HEXDIG`, then
+/// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`, then CRLF.
+/// `Ok(None)`: not complete yet. A bare CR or LF anywhere, whitespace after the size without
+/// an extension, or an extension that is not a token or quoted string is malformed: parsers
+/// that disagree on such lines are how chunk-extension smuggling works, so none is passed on.
+pub fn chunk_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Malformed> {
+    let bad = || Malformed::new("chunk size line");
+    let Some(lf) = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_CHUNK_LINE)]) else {
+        return if buf.len() >= MAX_CHUNK_LINE {
+            Err(bad())
+        } else if memchr::memchr(b'\r', buf).is_some_and(|cr| cr + 1 < buf.len()) {
+            // A CR not followed by LF.
+            Err(bad())
+        } else {
+            Ok(None)
+        };
+    };
+    let line = match buf[..lf].split_last() {
+        Some((b'\r', line)) => line,
+        _ => return Err(bad()),
+    };
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(bad());
+    }
+    let significant = &line[..digits];
+    let significant = &significant[significant
+        .iter()
+        .position(|b| *b != b'0')
+        .unwrap_or(digits)..];
+    if significant.len() > MAX_SIZE_DIGITS {
+        return Err(bad());
+    }
+    let size = significant.iter().fold(0u64, |n, d| {
+        n << 4 | u64::from(char::from(*d).to_digit(16).unwrap_or(0))
+    });
+    if !valid_extensions(&line[digits..]) {
+        return Err(bad());
+    }
+    Ok(Some((lf + 1, size)))
+}
+
+/// Whether `rest` is a well-formed (possibly empty) list of chunk extensions.
+fn valid_extensions(mut rest: &[u8]) -> bool {
+    let bws = |r: &mut &[u8]| {
+        while let [b' ' | b'\t', tail @ ..] = *r {
+            *r = tail;
+        }
+    };
+    let token = |r: &mut &[u8]| {
+        let n = r.iter().take_while(|b| is_tchar(**b)).count();
+        *r = &r[n..];
+        n > 0
+    };
+    while !rest.is_empty() {
+        bws(&mut rest);
+        let [b';', tail @ ..] = rest else {
+            return false;
+        };
+        rest = tail;
+        bws(&mut rest);
+        if !token(&mut rest) {
+            return false;
+        }
+        let mut ahead = rest;
+        bws(&mut ahead);
+        if let [b'=', tail @ ..] = ahead {
+            rest = tail;
+            bws(&mut rest);
+            if let [b'"', tail @ ..] = rest {
+                rest = tail;
+                loop {
+                    match rest {
+                        [b'"', tail @ ..] => {
+                            rest = tail;
+                            break;
+                        }
+                        [b'\\', c, tail @ ..] if is_qdtext(*c) || *c == b'"' || *c == b'\\' => {
+                            rest = tail
+                        }
+                        [c, tail @ ..] if is_qdtext(*c) => rest = tail,
+                        _ => return false,
+                    }
+                }
+            } else if !token(&mut rest) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// A `tchar` of RFC 9110 §5.6.2.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// What may stand unescaped in a quoted string (RFC 9110 §5.6.4), obs-text included.
+fn is_qdtext(b: u8) -> bool {
+    matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff)
+}
+
 /// What the chunked decoder found in the buffer.
 #[derive(Debug, PartialEq)]
 pub enum Decoded {
@@ -92,28 +245,17 @@ impl ChunkedDecoder {
         loop {
             match self.state {
                 ChunkState::Done => return Ok(Decoded::Done),
-                ChunkState::Size => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
+                ChunkState::Size => match chunk_line(buf)? {
+                    None => return Ok(Decoded::NeedMore),
+                    Some((used, size)) => {
+                        let _ = buf.split_to(used);
+                        self.state = if size == 0 {
+                            ChunkState::Trailers
+                        } else {
+                            ChunkState::Data(size)
+                        };
                     }
-                    if !buf[0].is_ascii_hexdigit() {
-                        return Err(Malformed::new("chunk size"));
-                    }
-                    match httparse::parse_chunk_size(buf) {
-                        Ok(httparse::Status::Complete((used, size))) => {
-                            let _ = buf.split_to(used);
-                            self.state = if size == 0 {
-                                ChunkState::Trailers
-                            } else {
-                                ChunkState::Data(size)
-                            };
-                        }
-                        Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
-                            return Ok(Decoded::NeedMore)
-                        }
-                        _ => return Err(Malformed::new("chunk size")),
-                    }
-                }
+                },
                 ChunkState::Data(left) => {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
@@ -143,7 +285,7 @@ impl ChunkedDecoder {
                     let (used, trailers) = match httparse::parse_headers(buf, &mut slots) {
                         Ok(httparse::Status::Complete((used, fields))) => {
                             let mut trailers = HeaderMap::new();
-                            for f in fields.iter() {
+                            for f in fields.iter().filter(|f| allowed_in_trailers(f.name)) {
                                 let name = HeaderName::from_bytes(f.name.as_bytes())
                                     .map_err(|_| Malformed::new("trailer name"))?;
                                 let value = HeaderValue::from_bytes(f.value)
@@ -218,6 +360,8 @@ mod tests {
         }
         let endless_line = vec![b'1'; MAX_CHUNK_LINE + 1];
         assert!(decode_in_pieces(&endless_line, 512).is_err());
+        let endless_line = [b"1;a=".as_slice(), &vec![b'b'; MAX_CHUNK_LINE]].concat();
+        assert!(decode_in_pieces(&endless_line, 512).is_err());
     }
 
     proptest! {
@@ -262,6 +406,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn trailers_cannot_carry_framing_routing_or_credentials() {
+        let wire = b"0\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nHost: evil\r\n\
+                     Set-Cookie: a=b\r\nIf-Match: *\r\nX-Checksum: 1\r\n\r\n";
+        let (_, trailers) = decode_in_pieces(wire, 7).unwrap();
+        assert_eq!(trailers.len(), 1, "{trailers:?}");
+        assert_eq!(trailers["x-checksum"], "1");
+        // Only forbidden fields: no trailer section at all.
+        let (_, trailers) = decode_in_pieces(b"0\r\nHost: a\r\n\r\n", 3).unwrap();
+        assert!(trailers.is_empty());
+    }
+
+    #[test]
+    fn chunk_size_lines_are_strict() {
+        let ok = |line: &[u8]| chunk_line(line).unwrap().map(|(_, size)| size);
+        assert_eq!(ok(b"1a\r\n"), Some(26));
+        assert_eq!(ok(b"0000000000000000000005\r\n"), Some(5));
+        assert_eq!(ok(b"5;a\r\n"), Some(5));
+        assert_eq!(ok(b"5 ; a = b ;c=\"q \\\" ;\"\r\n"), Some(5));
+        assert_eq!(ok(b"5;a=b"), None);
+        assert_eq!(ok(b"5\r"), None);
+        for bad in [
+            &b"5\n"[..],
+            b"5;a\nb\r\n",
+            b"5;a=\"x\ny\"\r\n",
+            b"5\rX\r\n",
+            b"5\rX",
+            b"5 \r\n",
+            b"5\t\r\n",
+            b" 5\r\n",
+            b"0x5\r\n",
+            b"5;\r\n",
+            b"5;a=\r\n",
+            b"5;a=\"open\r\n",
+            b"5;a b\r\n",
+            b"5;a=b c\r\n",
+            b"5,a\r\n",
+            b"-5\r\n",
+            b"+5\r\n",
+            b"10000000000000000\r\n",
+            b"5;a=\x00\r\n",
+        ] {
+            assert!(
+                chunk_line(bad).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(ok(b"ffffffffffffffff\r\n"), Some(u64::MAX));
     }
 
     #[test]

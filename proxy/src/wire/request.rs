@@ -50,6 +50,10 @@ pub enum Refusal {
     Bad(&'static str),
     /// 405: a method a reverse proxy does not serve (CONNECT).
     MethodNotAllowed,
+    /// 501: a transfer coding the proxy does not implement (anything but one `chunked`).
+    NotImplemented(&'static str),
+    /// 417: an expectation other than `100-continue`.
+    ExpectationFailed,
 }
 
 /// Parses and checks the complete head `head` (it ends with its empty line).
@@ -118,9 +122,7 @@ pub fn parse<'h, 'b>(
         .then(|| field_values(fields, "upgrade").next())
         .flatten()
         .filter(|p| !p.is_empty());
-    let expect_continue = fields
-        .values(b"expect")
-        .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue = expectation(fields)?;
     Ok(RequestHead {
         method,
         target,
@@ -179,8 +181,10 @@ fn target<'b>(raw: &'b str, method: &Method) -> Result<(Cow<'b, str>, Option<&'b
     Ok((target, Some(authority.as_bytes())))
 }
 
-/// RFC 9112 §6: a body is delimited by chunked (which must come last, once, and not with a
-/// Content-Length), or by one agreed Content-Length, or there is none.
+/// RFC 9112 §6: a body is delimited by chunked (alone, once, and not with a
+/// Content-Length), or by one agreed Content-Length, or there is none. Any other transfer
+/// coding is refused with 501 (§6.1: a server that does not understand a coding answers
+/// 501), so the proxy never re-frames a body whose codings an upstream would read otherwise.
 fn framing(fields: &[httparse::Header<'_>], version: Version) -> Result<BodyFraming, Refusal> {
     let mut codings = fields.values(b"transfer-encoding").peekable();
     if codings.peek().is_some() {
@@ -190,24 +194,47 @@ fn framing(fields: &[httparse::Header<'_>], version: Version) -> Result<BodyFram
         if fields.values(b"content-length").next().is_some() {
             return Err(Refusal::Bad("both Transfer-Encoding and Content-Length"));
         }
-        let all: Vec<&[u8]> = codings.flat_map(tokens).collect();
-        let chunked = all
-            .iter()
-            .filter(|t| t.eq_ignore_ascii_case(b"chunked"))
-            .count();
-        let last_chunked = all
-            .last()
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        if chunked != 1 || !last_chunked {
-            return Err(Refusal::Bad("Transfer-Encoding must end in one chunked"));
-        }
-        return Ok(BodyFraming::Chunked);
+        let mut all = codings.flat_map(|v| v.split(|b| *b == b',').map(<[u8]>::trim_ascii));
+        return match (all.next(), all.next()) {
+            (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => Ok(BodyFraming::Chunked),
+            _ => Err(Refusal::NotImplemented(
+                "Transfer-Encoding other than a single chunked",
+            )),
+        };
     }
     match content_length(fields) {
         Ok(None | Some(0)) => Ok(BodyFraming::None),
         Ok(Some(n)) => Ok(BodyFraming::Length(n)),
         Err(_) => Err(Refusal::Bad("malformed Content-Length")),
     }
+}
+
+/// `Expect`: `Ok(true)` for exactly `100-continue`; any other expectation is refused (417,
+/// RFC 9110 §10.1.1) rather than passed to an upstream that might act on it differently.
+fn expectation(fields: &[httparse::Header<'_>]) -> Result<bool, Refusal> {
+    let mut continue_ = false;
+    for value in fields.values(b"expect") {
+        for member in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if member.eq_ignore_ascii_case(b"100-continue") {
+                continue_ = true;
+            } else {
+                return Err(Refusal::ExpectationFailed);
+            }
+        }
+    }
+    Ok(continue_)
+}
+
+/// The protocol of an `Upgrade` offer this hop may switch to: the first one `allowed` names
+/// (by protocol name, without case; a version in the offer is kept). `None` when none is
+/// allowed: the request then goes upstream as a plain request.
+pub fn allowed_upgrade<'b>(offer: &'b [u8], allowed: &[String]) -> Option<&'b [u8]> {
+    tokens(offer).find(|protocol| {
+        let name = protocol.split(|b| *b == b'/').next().unwrap_or(protocol);
+        allowed
+            .iter()
+            .any(|a| a.as_bytes().eq_ignore_ascii_case(name))
+    })
 }
 
 /// A host with an optional port, or an IP literal: unreserved, sub-delims, `:`, `[`, `]`
@@ -267,9 +294,23 @@ mod tests {
             Ok(BodyFraming::Length(5))
         );
         assert_eq!(
-            body("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            body("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"),
             Ok(BodyFraming::Chunked)
         );
+        // Codings the proxy would have to pass on undecoded: 501.
+        for te in [
+            "gzip, chunked",
+            "identity, chunked",
+            "chunked, chunked",
+            "chunked,",
+            "",
+        ] {
+            let text = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert!(
+                matches!(body(&text), Err(Refusal::NotImplemented(_))),
+                "{te:?} accepted"
+            );
+        }
         assert_eq!(
             body("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"),
             Ok(BodyFraming::None)
@@ -278,14 +319,22 @@ mod tests {
         for text in [
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
         ] {
             assert!(
                 matches!(refused(text), Refusal::Bad(_)),
+                "{text:?} accepted"
+            );
+        }
+        for text in [
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+        ] {
+            assert!(
+                matches!(refused(text), Refusal::NotImplemented(_)),
                 "{text:?} accepted"
             );
         }
@@ -362,6 +411,26 @@ mod tests {
         let text =
             b"PUT /f HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n";
         assert!(parse(text, &mut slots).unwrap().expect_continue);
+        assert_eq!(
+            refused("PUT /f HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, x\r\nContent-Length: 1\r\n\r\n"),
+            Refusal::ExpectationFailed
+        );
+    }
+
+    #[test]
+    fn only_allowed_upgrades_are_offered_upstream() {
+        let allowed = vec!["websocket".to_string()];
+        assert_eq!(
+            allowed_upgrade(b"WebSocket", &allowed),
+            Some(&b"WebSocket"[..])
+        );
+        assert_eq!(allowed_upgrade(b"h2c", &allowed), None);
+        assert_eq!(
+            allowed_upgrade(b"h2c, websocket", &allowed),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(allowed_upgrade(b"websocketx", &allowed), None);
+        assert_eq!(allowed_upgrade(b"websocket", &[]), None);
     }
 
     proptest::proptest! {

@@ -36,6 +36,23 @@ pub struct ResponseHead<'h, 'b> {
 }
 
 impl ResponseHead<'_, '_> {
+    /// The `Content-Length` a client of this response is told, as one number: the body's
+    /// length, or for a bodiless answer to HEAD or a 304 the length the upstream declared
+    /// (it describes the representation). `None` for a body the proxy re-frames, and for
+    /// 1xx and 204, which must not carry one (RFC 9110 §8.6).
+    pub fn length_field(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Chunked | Framing::UntilClose => None,
+            Framing::Empty
+                if self.status.is_informational() || self.status == StatusCode::NO_CONTENT =>
+            {
+                None
+            }
+            Framing::Empty => content_length(self.fields).ok().flatten(),
+        }
+    }
+
     /// The upstream's `Retry-After` in seconds, when it gave one as a number.
     pub fn retry_after_secs(&self) -> Option<u64> {
         let value = self.fields.values(b"retry-after").next()?;

@@ -28,7 +28,24 @@ pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Appends a decimal number.
-pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(n).as_bytes());
+}
+
+/// `n` in decimal, on the stack.
+pub struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
+/// `n` in decimal digits, without allocating.
+pub fn decimal(mut n: u64) -> Decimal {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -39,7 +56,7 @@ pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    Decimal { digits, start: i }
 }
 
 thread_local! {

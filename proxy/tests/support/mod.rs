@@ -23,6 +23,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
+/// The admin token every test proxy starts with (`PROXY_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub use shared::testbed::free_port;
 
 /// Polls `cond` until true or the deadline passes (then panics naming `what`).
@@ -387,6 +390,196 @@ pub async fn raw_upstream(reply: &'static [u8], close: bool) -> RawUpstream {
     RawUpstream { addr, hits, task }
 }
 
+/// One request as a strict origin parsed it off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    /// Fields in order, names lower-cased.
+    pub fields: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// Every value of field `name`.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An upstream that parses what the proxy sends as a strict HTTP/1.1 origin would (heads by
+/// httparse, bodies by Content-Length or chunked, exactly) and records every request, so a
+/// test sees how many requests the forwarded bytes make and what each carried. Answers each
+/// with `200 ok`, except a target starting `/vanish`: recorded, then the connection closes
+/// without an answer (a request that was processed, whose answer was lost).
+pub struct RecordingUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RecordingUpstream {
+    /// The requests received, health checks left out.
+    pub fn requests(&self) -> Vec<Seen> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|r| r.target != "/healthz")
+            .cloned()
+            .collect()
+    }
+}
+
+pub async fn recording_upstream() -> RecordingUpstream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let record = record.clone();
+            connections.spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    loop {
+                        match parse_one(&buf) {
+                            Parsed::Request(req, used) => {
+                                buf.drain(..used);
+                                let vanish = req.target.starts_with("/vanish");
+                                record.lock().unwrap().push(req);
+                                if vanish {
+                                    return;
+                                }
+                                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                                if stream.write_all(ok).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Parsed::Partial => break,
+                            Parsed::Invalid => {
+                                let _ = stream
+                                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                    .await;
+                                return;
+                            }
+                        }
+                    }
+                    let Ok(n @ 1..) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            });
+            while connections.try_join_next().is_some() {}
+        }
+    });
+    RecordingUpstream { addr, seen, task }
+}
+
+enum Parsed {
+    Request(Seen, usize),
+    Partial,
+    Invalid,
+}
+
+/// One request off the front of `buf`, strictly (CRLF lines only, one framing).
+fn parse_one(buf: &[u8]) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Invalid,
+    };
+    let fields: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).to_string(),
+            )
+        })
+        .collect();
+    let value = |name: &str| {
+        fields
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    let (te, cl) = (value("transfer-encoding"), value("content-length"));
+    let mut seen = Seen {
+        method: req.method.unwrap_or_default().to_string(),
+        target: req.path.unwrap_or_default().to_string(),
+        fields: fields.clone(),
+        body: Vec::new(),
+    };
+    let rest = &buf[head_len..];
+    if !te.is_empty() {
+        if te != ["chunked"] || !cl.is_empty() {
+            return Parsed::Invalid;
+        }
+        let mut at = 0;
+        loop {
+            let Some(lf) = rest[at..].windows(2).position(|w| w == b"\r\n") else {
+                return Parsed::Partial;
+            };
+            let Ok(size) =
+                usize::from_str_radix(std::str::from_utf8(&rest[at..at + lf]).unwrap_or("x"), 16)
+            else {
+                return Parsed::Invalid;
+            };
+            at += lf + 2;
+            if size == 0 {
+                if rest.len() < at + 2 {
+                    return Parsed::Partial;
+                }
+                if &rest[at..at + 2] != b"\r\n" {
+                    return Parsed::Invalid;
+                }
+                return Parsed::Request(seen, head_len + at + 2);
+            }
+            if rest.len() < at + size + 2 {
+                return Parsed::Partial;
+            }
+            seen.body.extend_from_slice(&rest[at..at + size]);
+            if &rest[at + size..at + size + 2] != b"\r\n" {
+                return Parsed::Invalid;
+            }
+            at += size + 2;
+        }
+    }
+    let len = match cl.as_slice() {
+        [] => 0,
+        [one] => match one.parse::<usize>() {
+            Ok(n) if one.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Parsed::Invalid,
+        },
+        _ => return Parsed::Invalid,
+    };
+    if rest.len() < len {
+        return Parsed::Partial;
+    }
+    seen.body.extend_from_slice(&rest[..len]);
+    Parsed::Request(seen, head_len + len)
+}
+
 /// Reads one response (head, and a body by Content-Length or chunked, or none) from a raw
 /// client connection; returns the head as text and the body bytes as sent (chunk framing
 /// included).
@@ -627,6 +820,7 @@ impl ProxyBuilder {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "warn")
+            .env("PROXY_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdin(Stdio::null())
             .spawn()
             .expect("start proxy");
@@ -660,6 +854,16 @@ impl ProxyBuilder {
 impl ProxyProcess {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// `POST` to an admin route with the admin token.
+    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+        http_client()
+            .post(self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin POST")
     }
 
     pub fn admin_url(&self, path: &str) -> String {
