@@ -8,11 +8,11 @@
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap};
-use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::model::FromJson;
 
 /// Proof that the request carries the admin token. Take it as a handler argument to make the
 /// route admin-only.
@@ -46,10 +46,11 @@ impl FromRequestParts<AppState> for AdminAuth {
     }
 }
 
-/// A JSON request body parsed into `T`.
+/// A JSON request body read into `T`: a body that is not JSON at all is a 400; JSON whose
+/// fields are missing, mistyped, unknown or break a rule is a 422 listing every problem.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+impl<T: FromJson> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
@@ -74,9 +75,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                     ApiError::BadRequest(format!("could not read the request body: {e}"))
                 }
             })?;
-        serde_json::from_slice(&bytes)
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+        T::from_json(value)
             .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+            .map_err(ApiError::Validation)
     }
 }
 
@@ -128,6 +131,10 @@ impl IfMatch {
         }
     }
 
+    /// Parses `If-Match` (RFC 9110 §13.1.1). Our tags are strong, `"v<version>"`; any other
+    /// well-formed entity-tag (`"999"`, a weak `W/"v3"`) can never match by the strong
+    /// comparison `If-Match` uses, so it is kept out of the list and the precondition fails
+    /// (412). Only a value that is not an entity-tag list at all is a 400.
     pub fn parse(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
         let mut versions = Vec::new();
         let mut any = false;
@@ -140,13 +147,22 @@ impl IfMatch {
                     any = true;
                     continue;
                 }
-                // A weak tag never matches for If-Match (RFC 9110 §13.1.1: strong comparison).
-                let version = tag
-                    .strip_prefix("\"v")
+                let (weak, opaque) = match tag.strip_prefix("W/") {
+                    Some(rest) => (true, rest),
+                    None => (false, tag),
+                };
+                let inner = opaque
+                    .strip_prefix('"')
                     .and_then(|t| t.strip_suffix('"'))
-                    .and_then(|t| t.parse::<i64>().ok())
+                    .filter(|t| t.bytes().all(is_etagc))
                     .ok_or_else(bad_if_match)?;
-                versions.push(version);
+                let ours = inner
+                    .strip_prefix('v')
+                    .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|n| n.parse::<i64>().ok());
+                if let (false, Some(version)) = (weak, ours) {
+                    versions.push(version);
+                }
             }
         }
         Ok(match (present, any) {
@@ -157,9 +173,16 @@ impl IfMatch {
     }
 }
 
+/// A character of an opaque entity-tag (RFC 9110 §8.8.3: `%x21 / %x23-7E / obs-text`).
+fn is_etagc(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
+}
+
 fn bad_if_match() -> ApiError {
     ApiError::BadRequest(
-        "If-Match must be `*` or the ETag of the course you read, e.g. `\"v3\"`".into(),
+        "If-Match must be `*` or a list of entity-tags, e.g. `\"v3\"` (the ETag of the course \
+         you read)"
+            .into(),
     )
 }
 
@@ -189,8 +212,15 @@ mod tests {
         assert_eq!(if_match("\"v3\"").unwrap().single(), Some(3));
         assert!(if_match("\"v3\", \"v4\"").unwrap().matches(4));
         assert!(!if_match("\"v3\"").unwrap().matches(4));
-        assert!(if_match("W/\"v3\"").is_err());
-        assert!(if_match("3").is_err());
+        // Well-formed tags that are not ours never match: a failed precondition, not a 400.
+        for foreign in ["\"999\"", "W/\"v3\"", "\"v\"", "\"v-1\"", "\"\""] {
+            let m = if_match(foreign).unwrap();
+            assert!(!m.matches(3) && m.single().is_none(), "{foreign}");
+        }
+        assert_eq!(if_match("\"x\", \"v4\"").unwrap().single(), Some(4));
+        for malformed in ["3", "v3", "\"v3", "W/v3", "\"a\"b\""] {
+            assert!(if_match(malformed).is_err(), "{malformed}");
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The course: how it is stored, how it is shown, and the rules a write must satisfy.
 //!
-//! Input types (`CourseInput`, `CoursePatch`) reject unknown fields at parse time; `validate`
-//! then checks every rule and reports *all* broken ones at once, so a bad request never
-//! reaches the database.
+//! Input types (`CourseInput`, `CoursePatch`) are read from a request's JSON field by field
+//! ([`FromJson`]): a missing, mistyped or unknown field is reported with all the others, and
+//! with every rule the well-typed fields break (`validate` checks every rule and reports
+//! *all* broken ones at once), so one bad field never hides the rest and a bad request
+//! never reaches the database.
 
 use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
@@ -150,6 +152,211 @@ pub struct CoursePatch {
     pub level: Option<Level>,
     pub tags: Option<Vec<String>>,
     pub price_cents: Option<i64>,
+}
+
+// ===== reading request bodies =====
+
+/// A type read from a request's JSON body, with every problem reported at once.
+pub trait FromJson: Sized {
+    fn from_json(value: serde_json::Value) -> Result<Self, Vec<FieldError>>;
+}
+
+/// A JSON object read field by field. Each getter takes its field out of the object; a field
+/// of the wrong type is an error naming the type wanted; `finish` reports what is left over
+/// (unknown fields). `null` counts as absent.
+pub struct JsonFields {
+    map: serde_json::Map<String, serde_json::Value>,
+    errors: Vec<FieldError>,
+    /// Fields that were missing or mistyped: rules about them would only repeat the error.
+    failed: Vec<&'static str>,
+}
+
+impl JsonFields {
+    pub fn new(value: serde_json::Value) -> Result<JsonFields, Vec<FieldError>> {
+        match value {
+            serde_json::Value::Object(map) => Ok(JsonFields {
+                map,
+                errors: Vec::new(),
+                failed: Vec::new(),
+            }),
+            other => Err(vec![FieldError {
+                field: "body",
+                message: format!("must be a JSON object, not {}", json_kind(&other)),
+            }]),
+        }
+    }
+
+    fn take(&mut self, name: &'static str) -> Option<serde_json::Value> {
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    fn wrong(&mut self, field: &'static str, wanted: &str, got: &serde_json::Value) {
+        self.failed.push(field);
+        self.errors.push(FieldError {
+            field,
+            message: format!("must be {wanted}, not {}", json_kind(got)),
+        });
+    }
+
+    pub fn string(&mut self, field: &'static str) -> Option<String> {
+        match self.take(field)? {
+            serde_json::Value::String(s) => Some(s),
+            other => {
+                self.wrong(field, "a string", &other);
+                None
+            }
+        }
+    }
+
+    pub fn integer(&mut self, field: &'static str) -> Option<i64> {
+        let value = self.take(field)?;
+        match value.as_i64() {
+            Some(n) => Some(n),
+            None => {
+                self.wrong(field, "a whole number", &value);
+                None
+            }
+        }
+    }
+
+    pub fn strings(&mut self, field: &'static str) -> Option<Vec<String>> {
+        let value = self.take(field)?;
+        let list = value.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+        });
+        if list.is_none() {
+            self.wrong(field, "a list of strings", &value);
+        }
+        list
+    }
+
+    pub fn level(&mut self, field: &'static str) -> Option<Level> {
+        let value = self.take(field)?;
+        let level = value.as_str().and_then(Level::parse);
+        if level.is_none() {
+            self.failed.push(field);
+            let shown = match value.as_str() {
+                Some(s) => format!("`{s}`"),
+                None => json_kind(&value).to_string(),
+            };
+            self.errors.push(FieldError {
+                field,
+                message: format!("{shown} is not a level; use beginner, intermediate or advanced"),
+            });
+        }
+        level
+    }
+
+    /// `value`, or an error when the field was absent (and not already reported).
+    pub fn require<T>(&mut self, field: &'static str, value: Option<T>) -> Option<T> {
+        if value.is_none() && !self.failed.contains(&field) {
+            self.failed.push(field);
+            self.errors.push(FieldError {
+                field,
+                message: "is required".into(),
+            });
+        }
+        value
+    }
+
+    /// Every problem so far plus one per unknown field; `Ok` when there are none.
+    pub fn finish(mut self, allowed: &str) -> Result<(), (Vec<FieldError>, Vec<&'static str>)> {
+        let mut unknown: Vec<&String> = self.map.keys().collect();
+        unknown.sort();
+        for name in unknown {
+            self.errors.push(FieldError {
+                field: "body",
+                message: format!("unknown field `{name}`; the fields are {allowed}"),
+            });
+        }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err((self.errors, self.failed))
+        }
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(n) if n.is_f64() => "a fractional number",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+const COURSE_FIELDS: &str =
+    "title, slug, description, instructor, duration_minutes, level, tags, price_cents";
+
+impl FromJson for CourseInput {
+    /// Reads a create or replace body. When fields are missing, mistyped or unknown, the
+    /// rules the other fields break are reported too (checked with neutral stand-ins for
+    /// the broken ones, whose own errors are not repeated).
+    fn from_json(value: serde_json::Value) -> Result<CourseInput, Vec<FieldError>> {
+        let mut f = JsonFields::new(value)?;
+        let title = f.string("title");
+        let title = f.require("title", title);
+        let slug = f.string("slug");
+        let description = f.string("description");
+        let instructor = f.string("instructor");
+        let instructor = f.require("instructor", instructor);
+        let duration_minutes = f.integer("duration_minutes");
+        let duration_minutes = f.require("duration_minutes", duration_minutes);
+        let level = f.level("level");
+        let level = f.require("level", level);
+        let tags = f.strings("tags");
+        let price_cents = f.integer("price_cents");
+        let input = CourseInput {
+            title: title.unwrap_or_default(),
+            slug,
+            description: description.unwrap_or_default(),
+            instructor: instructor.unwrap_or_default(),
+            duration_minutes: duration_minutes.unwrap_or(DURATION_MIN),
+            level: level.unwrap_or(Level::Beginner),
+            tags: tags.unwrap_or_default(),
+            price_cents: price_cents.unwrap_or(0),
+        };
+        let (mut errors, failed) = match f.finish(COURSE_FIELDS) {
+            Ok(()) => return Ok(input),
+            Err(found) => found,
+        };
+        let slug_given = input.slug.is_some();
+        if let Err(rules) = Draft::from(input).validate() {
+            // A derived slug is only as good as the title it came from.
+            let derived_from_broken_title = !slug_given && failed.contains(&"title");
+            errors.extend(rules.into_iter().filter(|e| {
+                let repeats = failed.contains(&e.field);
+                let derived = e.field == "slug" && derived_from_broken_title;
+                !(repeats || derived)
+            }));
+        }
+        Err(errors)
+    }
+}
+
+impl FromJson for CoursePatch {
+    fn from_json(value: serde_json::Value) -> Result<CoursePatch, Vec<FieldError>> {
+        let mut f = JsonFields::new(value)?;
+        let patch = CoursePatch {
+            title: f.string("title"),
+            slug: f.string("slug"),
+            description: f.string("description"),
+            instructor: f.string("instructor"),
+            duration_minutes: f.integer("duration_minutes"),
+            level: f.level("level"),
+            tags: f.strings("tags"),
+            price_cents: f.integer("price_cents"),
+        };
+        f.finish(COURSE_FIELDS).map_err(|(errors, _)| errors)?;
+        Ok(patch)
+    }
 }
 
 /// The writable fields of a course after validation and normalisation.
@@ -412,6 +619,63 @@ mod tests {
             tags: vec!["Rust".into(), "rust".into(), " systems ".into()],
             price_cents: 1999,
         }
+    }
+
+    #[test]
+    fn one_bad_field_does_not_hide_the_others() {
+        let body = serde_json::json!({
+            "title": "x".repeat(200),
+            "instructor": 7,
+            "duration_minutes": 0,
+            "level": "expert",
+            "tags": "rust",
+            "colour": "red",
+        });
+        let errors = CourseInput::from_json(body).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "instructor",
+                "level",
+                "tags",
+                "body",
+                "title",
+                "duration_minutes"
+            ],
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].message.contains("`expert` is not a level"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[3].message.contains("unknown field `colour`"),
+            "{errors:#?}"
+        );
+
+        // Missing fields are named once, without rules about their stand-ins.
+        let errors = CourseInput::from_json(serde_json::json!({})).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["title", "instructor", "duration_minutes", "level"]);
+        assert!(errors.iter().all(|e| e.message == "is required"));
+
+        assert_eq!(
+            CourseInput::from_json(serde_json::json!([1])).unwrap_err()[0].field,
+            "body"
+        );
+        let ok = serde_json::json!({
+            "title": "Intro", "instructor": "Ada", "duration_minutes": 5, "level": "advanced",
+            "price_cents": null,
+        });
+        assert_eq!(CourseInput::from_json(ok).unwrap().level, Level::Advanced);
+
+        let errors = CoursePatch::from_json(serde_json::json!({
+            "price_cents": 1.5, "level": 3, "nope": 1
+        }))
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["level", "price_cents", "body"]);
     }
 
     #[test]

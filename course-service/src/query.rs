@@ -125,6 +125,24 @@ impl ListQuery {
                 "{e}; allowed parameters: q, tag, level, sort, page, per_page"
             ))
         })?;
+        // Text with control characters (a NUL, say) is no search anyone typed, and some of
+        // them cannot reach the database at all: refused as malformed, naming the parameter.
+        for (name, value) in [
+            ("q", &p.q),
+            ("tag", &p.tag),
+            ("level", &p.level),
+            ("sort", &p.sort),
+        ] {
+            if let Some(c) = value
+                .as_deref()
+                .and_then(|v| v.chars().find(|c| c.is_control()))
+            {
+                return Err(QueryError::Malformed(format!(
+                    "`{name}` contains the control character U+{:04X}; send printable text",
+                    u32::from(c)
+                )));
+            }
+        }
         let mut errors = Vec::new();
         let mut query = ListQuery {
             q: p.q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty()),
@@ -307,6 +325,18 @@ mod tests {
         };
         let fields: Vec<_> = errs.iter().map(|e| e.field).collect();
         assert_eq!(fields, vec!["level", "sort", "page", "per_page"]);
+    }
+
+    #[test]
+    fn control_characters_are_malformed_and_named() {
+        for raw in ["q=%00", "q=a%0Ab", "tag=x%1F", "sort=%7F"] {
+            let Err(QueryError::Malformed(m)) = ListQuery::parse(raw) else {
+                panic!("{raw} accepted");
+            };
+            assert!(m.contains("control character"), "{m}");
+        }
+        // Printable non-ASCII is search text like any other.
+        assert!(ListQuery::parse("q=caf%C3%A9").is_ok());
     }
 
     #[test]

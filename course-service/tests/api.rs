@@ -130,7 +130,7 @@ async fn long_fields_are_refused() {
 }
 
 #[tokio::test]
-async fn unknown_fields_and_bad_json_are_400() {
+async fn unknown_and_mistyped_fields_are_422_with_every_rule_and_bad_json_is_400() {
     let app = TestApp::spawn().await;
     let mut c = course(1);
     c["colour"] = json!("red");
@@ -140,9 +140,12 @@ async fn unknown_fields_and_bad_json_are_400() {
         .send()
         .await
         .unwrap();
-    let body = problem(res, 400).await;
+    let body = problem(res, 422).await;
     assert!(
-        body["detail"].as_str().unwrap().contains("colour"),
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
         "{body}"
     );
 
@@ -155,19 +158,37 @@ async fn unknown_fields_and_bad_json_are_400() {
         .unwrap();
     problem(res, 400).await;
 
+    // An unknown level does not hide the other broken fields of the same body.
     let mut c = course(2);
     c["level"] = json!("expert");
+    c["duration_minutes"] = json!("ninety");
+    c["price_cents"] = json!(-1);
     let res = app
         .admin(Method::POST, "/api/courses")
         .json(&c)
         .send()
         .await
         .unwrap();
-    let body = problem(res, 400).await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("expert"),
+    let body = problem(res, 422).await;
+    let errors: Vec<(String, String)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().into(),
+                e["message"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["duration_minutes", "level", "price_cents"],
         "{body}"
     );
+    assert!(errors[1].1.contains("expert"), "{body}");
+    assert_eq!(app.get_json("/api/courses").await["total"], 0);
 }
 
 #[tokio::test]
@@ -373,6 +394,19 @@ async fn put_replaces_and_checks_if_match() {
         .await
         .unwrap();
     problem(res, 400).await;
+
+    // Well-formed entity-tags that are not ours can never match: 412 (RFC 9110 §13.1.1).
+    for foreign in ["\"999\"", "W/\"v2\""] {
+        let res = app
+            .admin(Method::PUT, &path)
+            .header("if-match", foreign)
+            .json(&replacement)
+            .send()
+            .await
+            .unwrap();
+        problem(res, 412).await;
+    }
+    assert_eq!(app.get_json(&path).await["price_cents"], 0);
 }
 
 #[tokio::test]
@@ -407,7 +441,15 @@ async fn patch_changes_only_named_fields_and_validates_the_result() {
         .send()
         .await
         .unwrap();
-    problem(res, 400).await;
+    // A field that is not writable is named, like every other problem of the body.
+    let body = problem(res, 422).await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`id`"),
+        "{body}"
+    );
     assert_eq!(app.get_json(&path).await["version"], 2);
 
     let res = app
@@ -637,6 +679,10 @@ async fn listing_rejects_bad_parameters() {
     let body = problem(app.get("/api/courses?colour=red").await, 400).await;
     assert!(body["detail"].as_str().unwrap().contains("colour"));
     problem(app.get("/api/courses?q=a&q=b").await, 400).await;
+    // A NUL never reaches the database: a 400 that names the parameter.
+    let body = problem(app.get("/api/courses?q=%00").await, 400).await;
+    assert!(body["detail"].as_str().unwrap().contains("`q`"), "{body}");
+    problem(app.get("/api/courses?tag=a%00b").await, 400).await;
 }
 
 // ===== health, metrics, methods =====

@@ -23,7 +23,6 @@ fuzz_target!(|data: &[u8]| {
             host: req.host,
             version: "1.1",
             upgrade: req.upgrade,
-            answered_expect: req.expect_continue,
         };
         let mut out = Vec::new();
         let mut rng = fastrand::Rng::with_seed(u64::from(flags));

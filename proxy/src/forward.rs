@@ -61,8 +61,6 @@ pub struct Request<'a, F: Fields + ?Sized> {
     pub content_length: Option<u64>,
     /// The protocol an HTTP/1.1 client asked to switch to.
     pub upgrade: Option<&'a [u8]>,
-    /// The front end answered `Expect: 100-continue` already.
-    pub answered_expect: bool,
 }
 
 /// The front end's side of a response: it gets the upstream's final response head the moment
@@ -252,13 +250,14 @@ impl Proxy {
         Ok(())
     }
 
-    /// Host and path → pool.
+    /// Host and path → pool. `OPTIONS *` asks about the server as a whole: it routes as `/`.
     fn route<F: Fields + ?Sized>(&self, req: &Request<'_, F>) -> Option<Arc<Pool>> {
         let host = req
             .host
             .and_then(|h| std::str::from_utf8(h).ok())
             .map(strip_port);
-        self.topology.load().route(host, req.path).cloned()
+        let path = if req.path == "*" { "/" } else { req.path };
+        self.topology.load().route(host, path).cloned()
     }
 
     /// Sends one try and waits for the response head (`outgoing.wait` once the request is
@@ -386,7 +385,6 @@ fn upstream_head<'f, F: Fields + ?Sized>(
         host: req.host,
         version: via_version(req.version),
         upgrade: req.upgrade,
-        answered_expect: req.answered_expect,
     };
     let id = headers::forward_request(req.fields, &rules, rng, out);
     // The framing is the proxy's own (the client's Content-Length was not copied): one

@@ -93,3 +93,18 @@ ensure_bench_peers() {
   done
   return 0
 }
+
+# ensure_origins: gunicorn and waitress in ./.venv, the independent origin parsers the
+# differential smuggling suite (conformance/smuggling) puts behind the proxy. Pinned, so a
+# fresh machine parses what CI parsed.
+GUNICORN_VERSION="${GUNICORN_VERSION:-23.0.0}"
+WAITRESS_VERSION="${WAITRESS_VERSION:-3.0.2}"
+ensure_origins() {
+  ensure_secantusdb
+  if [ -x "$VENV/bin/gunicorn" ] && [ -x "$VENV/bin/waitress-serve" ]; then return 0; fi
+  log "installing gunicorn $GUNICORN_VERSION and waitress $WAITRESS_VERSION into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    "gunicorn==$GUNICORN_VERSION" "waitress==$WAITRESS_VERSION" \
+    || die "pip install gunicorn waitress failed"
+}
+

@@ -283,7 +283,6 @@ impl Connection {
             fields: req.fields,
             content_length,
             upgrade,
-            answered_expect,
         };
         let mut respond = Http1Respond {
             out: &mut self.out,

@@ -118,7 +118,6 @@ async fn handle(
         fields: &parts.headers,
         content_length,
         upgrade: switch.as_ref().map(|(p, _)| p.as_str().as_bytes()),
-        answered_expect: false,
     };
     let mut body = RequestBody::http2(
         incoming,

@@ -185,6 +185,11 @@ fn valid_extensions(mut rest: &[u8]) -> bool {
     true
 }
 
+/// Whether a LF in `bytes` is not preceded by CR.
+fn has_bare_lf(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|i| i == 0 || bytes[i - 1] != b'\r')
+}
+
 /// A `tchar` of RFC 9110 §5.6.2.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -299,6 +304,11 @@ impl ChunkedDecoder {
                         }
                         _ => return Err(Malformed::new("trailer section")),
                     };
+                    // httparse takes bare LF line ends; a trailer section is framing, and
+                    // parsers that disagree on its end desync, so only CRLF is accepted.
+                    if has_bare_lf(&buf[..used]) {
+                        return Err(Malformed::new("bare LF in the trailer section"));
+                    }
                     let _ = buf.split_to(used);
                     self.state = ChunkState::Done;
                     if !trailers.is_empty() {
@@ -418,6 +428,13 @@ mod tests {
         // Only forbidden fields: no trailer section at all.
         let (_, trailers) = decode_in_pieces(b"0\r\nHost: a\r\n\r\n", 3).unwrap();
         assert!(trailers.is_empty());
+    }
+
+    #[test]
+    fn a_trailer_section_ends_lines_with_crlf_only() {
+        for wire in [&b"0\r\nX: y\n\r\n"[..], b"0\r\n\n", b"0\r\nX: y\r\n\n"] {
+            assert!(decode_in_pieces(wire, 2).is_err(), "{wire:?} accepted");
+        }
     }
 
     #[test]

@@ -112,6 +112,11 @@ pub fn parse<'h, 'b>(
         return Err(Refusal::Bad("malformed Host"));
     }
 
+    if fields.iter().any(|f| aliases_a_control_field(f.name)) {
+        return Err(Refusal::Bad(
+            "a field name that reads as a framing or routing field with `_` for `-`",
+        ));
+    }
     let body = framing(fields, version)?;
     let keep_alive = if version == Version::HTTP_10 {
         lists(fields, b"connection", b"keep-alive")
@@ -150,6 +155,11 @@ fn field_values<'h, 'b>(
 
 /// The origin-form target to forward and, for an absolute-form target, its authority.
 fn target<'b>(raw: &'b str, method: &Method) -> Result<(Cow<'b, str>, Option<&'b [u8]>), Refusal> {
+    if raw.starts_with("//") {
+        // Origin-form by the grammar, but a network-path reference (`//host/path`) to every
+        // URL parser behind: origins disagree on whether `//evil/x` is a path or a host.
+        return Err(Refusal::Bad("a target starting with `//`"));
+    }
     if raw.starts_with('/') {
         return Ok((Cow::Borrowed(raw), None));
     }
@@ -235,6 +245,36 @@ pub fn allowed_upgrade<'b>(offer: &'b [u8], allowed: &[String]) -> Option<&'b [u
             .iter()
             .any(|a| a.as_bytes().eq_ignore_ascii_case(name))
     })
+}
+
+/// The fields whose meaning the proxy relies on. CGI and WSGI map `-` and `_` in field names
+/// to the same variable (`HTTP_TRANSFER_ENCODING`), so `Transfer_Encoding` is framing to an
+/// origin behind one and an ordinary field here: such aliases are refused (nginx drops every
+/// underscored name; this refuses only the ones that could matter).
+const CONTROL_FIELDS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "upgrade",
+    "expect",
+    "te",
+    "trailer",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Whether `name` contains `_` and reads as one of [`CONTROL_FIELDS`] with `-` for `_`.
+fn aliases_a_control_field(name: &str) -> bool {
+    name.contains('_')
+        && CONTROL_FIELDS.iter().any(|c| {
+            c.len() == name.len()
+                && c.bytes()
+                    .zip(name.bytes())
+                    .all(|(c, n)| c == n.to_ascii_lowercase() || (c == b'-' && n == b'_'))
+        })
 }
 
 /// A host with an optional port, or an IP literal: unreserved, sub-delims, `:`, `[`, `]`
@@ -338,6 +378,31 @@ mod tests {
                 "{text:?} accepted"
             );
         }
+    }
+
+    #[test]
+    fn underscored_aliases_of_control_fields_are_refused() {
+        for name in [
+            "Transfer_Encoding",
+            "content_length",
+            "X_Forwarded_For",
+            "HOST_",
+        ] {
+            let text = format!("POST / HTTP/1.1\r\nHost: a\r\n{name}: 5\r\n\r\n");
+            let mut slots = crate::wire::slots();
+            let refused = parse(text.as_bytes(), &mut slots);
+            assert_eq!(refused.is_err(), name != "HOST_", "{name}");
+        }
+        let mut slots = crate::wire::slots();
+        assert!(parse(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX_Custom: 1\r\n\r\n",
+            &mut slots
+        )
+        .is_ok());
+        assert!(matches!(
+            refused("GET //evil/x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Refusal::Bad(_)
+        ));
     }
 
     #[test]
