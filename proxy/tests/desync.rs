@@ -372,3 +372,28 @@ async fn a_slow_upload_is_not_an_upstream_timeout_and_a_stalled_one_gets_408() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_stays_on_this_hop_and_options_star_is_routed() {
+    let origin = recording_upstream().await;
+    let p = proxy().endpoint(origin.addr, 1).start().await;
+    let mut conn = connect(p.http);
+    // Found by the differential suite: an origin told to expect a body on a bodiless GET
+    // waits for it (waitress did, until the proxy's 504).
+    conn.write_all(
+        b"GET /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n\
+          OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let (head, _) = read_response(&mut conn);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    let seen = origin.requests();
+    assert_eq!(seen[0].target, "/e");
+    assert!(seen[0].values("expect").is_empty(), "{seen:#?}");
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].target.as_str()),
+        ("OPTIONS", "*")
+    );
+}
