@@ -108,3 +108,12 @@ ensure_origins() {
     || die "pip install gunicorn waitress failed"
 }
 
+# ensure_attack_tools: slowhttptest, h2load (nghttp2-client) and testssl.sh, which
+# scripts/conformance runs against the proxy. Required there: one that cannot be installed
+# fails the run.
+ensure_attack_tools() {
+  ensure_apt slowhttptest slowhttptest
+  ensure_apt h2load nghttp2-client
+  ensure_apt testssl testssl.sh
+}
+

@@ -16,6 +16,10 @@
 //! byte of it was written; an idempotent bodiless one also when it was written but nothing
 //! came back. A request that may have been processed is never sent twice.
 //!
+//! An upstream that answers `Connection: close` (as a draining instance does) has its other
+//! idle connections on this worker closed by the proxy at once, so the next request opens a
+//! fresh one instead of racing the upstream's close of an idle one.
+//!
 //! Timing: the connect has `timeouts.connect`; the wait for the response head
 //! (`Outgoing::wait`, the per-try timeout) starts once the whole request is sent, so a slow
 //! client upload is not blamed on the upstream. The upload itself is bounded by the client
@@ -202,6 +206,12 @@ impl Connections {
             };
             match exchange(conn, request, body, on_head).await {
                 Ok((answer, conn, head)) => {
+                    if !head.keep_alive {
+                        // An upstream that closes this connection (a draining instance says
+                        // `Connection: close`) is about to close its idle siblings too: drop
+                        // them now, rather than race its close with the next request.
+                        self.forget(addr);
+                    }
                     let body = UpstreamBody::new(
                         conn,
                         head.framing,

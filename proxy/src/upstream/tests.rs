@@ -263,6 +263,35 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced_without_an_error() 
 }
 
 #[tokio::test]
+async fn a_connection_close_answer_drops_the_idle_siblings() {
+    // The first two requests on each connection get keep-alive answers; the next says
+    // `Connection: close`, as a draining instance does.
+    let up = scripted(|n, _| {
+        if n == 0 {
+            reply("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        } else {
+            reply_and_close("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let pool = connections();
+    // Two connections parked at once.
+    let (a, b) = tokio::join!(open(&pool, up.addr), open(&pool, up.addr));
+    for (_, mut body) in [a, b] {
+        while body.frame().await.is_some() {}
+    }
+    assert_eq!(pool.idle_count(), 2);
+    let (status, fields, _, _) = get(&pool, up.addr, &Method::GET).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(field(&fields, "connection"), Some("close"));
+    assert_eq!(
+        pool.idle_count(),
+        0,
+        "the idle sibling is closed by the proxy"
+    );
+}
+
+#[tokio::test]
 async fn broken_responses_are_errors() {
     let garbage = scripted(|_, _| reply_and_close("SSH-2.0-OpenSSH_9.2\r\n\r\n")).await;
     assert!(matches!(

@@ -1,0 +1,123 @@
+"""h2load soak: many concurrent streams per HTTP/2 connection through the proxy.
+
+The proxy (https listener with ALPN h2, and the plain listener with HTTP/2 prior knowledge)
+sits in front of a synthetic upstream (`bench upstream`). h2load sends --requests requests
+over --clients connections with --streams concurrent streams each, over TLS and over h2c.
+Pass: every request done with a 2xx, none failed, errored or timed out; the proxy still
+running and its file descriptors back to where they were once idle upstream connections have
+expired (`timeouts.idle`, 2 s here).
+
+Usage: run.py --proxy target/debug/proxy --bench target/debug/bench
+"""
+
+import argparse
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REQUESTS = re.compile(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
+                      r"(\d+) failed, (\d+) errored, (\d+) timeout")
+CODES = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+
+
+def free_port():
+    while True:
+        port = random.randint(20000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+def wait_listening(port, proc):
+    end = time.monotonic() + 20
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listening on {port}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--proxy", required=True, type=Path)
+    ap.add_argument("--bench", required=True, type=Path)
+    ap.add_argument("--requests", type=int, default=50000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--streams", type=int, default=100)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="h2-"))
+    up, http, https, admin = free_port(), free_port(), free_port(), free_port()
+    (work / "proxy.toml").write_text(
+        f'[listen]\nhttp = "127.0.0.1:{http}"\nhttps = "127.0.0.1:{https}"\n'
+        f'admin = "127.0.0.1:{admin}"\n[tls]\nself_signed = true\n'
+        # Idle pooled upstream connections close after 2 s, so the descriptor count can
+        # come back within the check's deadline (by default they stay for 60 s).
+        '[timeouts]\nidle = "2s"\n')
+    (work / "upstreams.toml").write_text(
+        f'[pool.main]\nendpoints = [{{ addr = "127.0.0.1:{up}" }}]\n')
+    procs = []
+    failed = passed = 0
+    try:
+        upstream = subprocess.Popen([str(args.bench), "upstream", "--upstreams", "0ms",
+                                     "--port", str(up)], start_new_session=True)
+        procs.append(upstream)
+        proxy = subprocess.Popen([str(args.proxy), "--config", str(work / "proxy.toml")],
+                                 env=dict(os.environ, RUST_LOG="error"), start_new_session=True)
+        procs.append(proxy)
+        wait_listening(up, upstream)
+        wait_listening(https, proxy)
+        base_fds = len(os.listdir(f"/proc/{proxy.pid}/fd"))
+        for name, url in [("h2 over TLS", f"https://127.0.0.1:{https}/"),
+                          ("h2c prior knowledge", f"http://127.0.0.1:{http}/")]:
+            run = subprocess.run(["h2load", "-n", str(args.requests), "-c", str(args.clients),
+                                  "-m", str(args.streams), "-T", "30", url],
+                                 capture_output=True, text=True, timeout=300)
+            r, c = REQUESTS.search(run.stdout), CODES.search(run.stdout)
+            alive = proxy.poll() is None
+            ok = bool(r and c) and alive and run.returncode == 0
+            if ok:
+                total, done, succeeded, bad, errored, timeout = map(int, r.groups())
+                ok = done == succeeded == total == args.requests and bad == errored == timeout == 0
+                ok = ok and int(c.group(1)) == args.requests
+            summary = next((l.strip() for l in run.stdout.splitlines() if l.startswith("finished in")), "")
+            print(f"{'ok  ' if ok else 'FAIL'} {name}: {args.requests} requests, {args.clients} "
+                  f"connections x {args.streams} streams: "
+                  f"{r.group(0) if r else run.stdout[-300:]}; {c.group(0) if c else ''}; {summary}")
+            passed += ok
+            failed += not ok
+        fds_back = False
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if len(os.listdir(f"/proc/{proxy.pid}/fd")) <= base_fds + 4:
+                fds_back = True
+                break
+            time.sleep(0.2)
+        print(f"{'ok  ' if fds_back else 'FAIL'} file descriptors back: {base_fds} before, "
+              f"{len(os.listdir(f'/proc/{proxy.pid}/fd'))} after")
+        passed += fds_back
+        failed += not fds_back
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=10)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
