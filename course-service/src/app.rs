@@ -34,6 +34,10 @@ pub struct AppState {
     /// Set once the indexes exist; until then the instance is not ready (the unique indexes
     /// are what make duplicate slugs a 409 rather than silent duplicates).
     pub indexes_ready: Arc<AtomicBool>,
+    /// Set on SIGTERM: health and readiness answer 503 and every response says
+    /// `Connection: close`, so clients move their keep-alive connections elsewhere before
+    /// the idle ones are closed (see `server::serve`).
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -53,7 +57,12 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             ready_timeout: config.ready_timeout,
             indexes_ready: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     pub fn indexes_ready(&self) -> bool {
@@ -154,6 +163,15 @@ async fn observe(
         Ok(res) => res,
         Err(_) => ApiError::Unavailable(format!("request exceeded {timeout:?}")).into_response(),
     };
+    let mut res = res;
+    if state.is_draining() {
+        // This connection will not be kept: the client learns it from this answer, not by
+        // racing the close of an idle connection with its next request.
+        res.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     let m = &state.metrics;
     m.http_duration
         .with_label_values(&[method.as_str(), &route])

@@ -1,20 +1,32 @@
 //! `course-service cluster`: runs N `serve` workers on consecutive ports and keeps them up,
 //! as PM2's cluster mode does for Node.
 //!
+//! The supervisor binds every instance's port itself and hands the socket to the worker
+//! (fd 3, `LISTEN_FDS`), keeping it open: the port never refuses a connection, not while a
+//! crashed worker restarts, not during a reload; connections wait in the backlog for the
+//! next worker to accept. Each worker also gets a private port (fd 4) the supervisor probes
+//! for `/readyz`.
+//!
 //! A worker that exits is restarted after an exponential backoff (reset once it has stayed
 //! up for a while). A worker that crashes too often within a window is abandoned with an
 //! error; when every worker is abandoned the supervisor exits non-zero, so systemd or
 //! Kubernetes can take over. SIGTERM is forwarded to every worker, which drains and exits.
+//! SIGHUP reloads (PM2's `reload`): workers are replaced one at a time, each new one ready
+//! before the old one drains ([`replace`]), so a deploy of a new binary loses nothing.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// First restart delay; doubles per consecutive crash.
@@ -66,8 +78,20 @@ impl RestartPolicy {
     }
 }
 
+/// One instance's place in the cluster: its public port, held open by the supervisor for
+/// the cluster's life, so the port accepts connections while its worker restarts or is
+/// replaced (they wait in the backlog for the next worker to accept).
+struct Slot {
+    n: u16,
+    addr: SocketAddr,
+    listener: std::net::TcpListener,
+}
+
+/// Where the reload of one slot reports how it went.
+type ReloadDone = oneshot::Sender<Result<(), String>>;
+
 /// Runs the cluster until `shutdown` fires (then drains every worker) or every worker has
-/// been abandoned (an error).
+/// been abandoned (an error). SIGHUP replaces the workers one at a time (see [`replace`]).
 pub async fn run(
     spec: ClusterSpec,
     shutdown: impl std::future::Future<Output = ()>,
@@ -80,20 +104,27 @@ pub async fn run(
             spec.instances, spec.base_port
         ));
     }
+    let mut hangup =
+        signal(SignalKind::hangup()).map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = tokio::task::JoinSet::new();
+    let mut reloads = Vec::new();
     for i in 0..spec.instances {
-        let port = spec.base_port + i;
-        let mut cmd = Command::new(&exe);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(std::net::SocketAddr::new(spec.host, port).to_string())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        if let Some(c) = &spec.config {
-            cmd.arg("--config").arg(c);
-        }
-        workers.spawn(supervise(i + 1, port, cmd, stop_rx.clone()));
+        let addr = SocketAddr::new(spec.host, spec.base_port + i);
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let slot = Slot {
+            n: i + 1,
+            addr,
+            listener,
+        };
+        let (reload_tx, reload_rx) = mpsc::channel::<ReloadDone>(1);
+        reloads.push(reload_tx);
+        let launcher = Launcher {
+            exe: exe.clone(),
+            config: spec.config.clone(),
+        };
+        workers.spawn(supervise(slot, launcher, stop_rx.clone(), reload_rx));
     }
     tracing::info!(
         instances = spec.instances,
@@ -111,6 +142,24 @@ pub async fn run(
                 while workers.join_next().await.is_some() {}
                 return Ok(());
             }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: replacing the workers one at a time");
+                for (i, reload) in reloads.iter().enumerate() {
+                    let (done_tx, done_rx) = oneshot::channel();
+                    if reload.send(done_tx).await.is_err() {
+                        continue; // an abandoned worker
+                    }
+                    match done_rx.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(worker = i + 1, error = %e, "reload stopped: the new worker did not become ready; the old one keeps serving");
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                tracing::info!("reload finished");
+            }
             done = workers.join_next() => match done {
                 Some(_) => {
                     abandoned += 1;
@@ -124,47 +173,182 @@ pub async fn run(
     }
 }
 
-/// Keeps worker `n` running until told to stop or until it crashes too often.
-async fn supervise(n: u16, port: u16, mut cmd: Command, mut stop: watch::Receiver<bool>) {
+/// How a worker process is started.
+struct Launcher {
+    exe: PathBuf,
+    config: Option<PathBuf>,
+}
+
+/// A running worker and its private port.
+struct Worker {
+    child: Child,
+    pid: u32,
+    /// Where the supervisor asks this worker (not its siblings) whether it is ready.
+    private: SocketAddr,
+    started: Instant,
+}
+
+impl Launcher {
+    /// Starts a `serve` worker for `slot`, handing it the slot's public socket as fd 3 and a
+    /// fresh private one as fd 4 (`LISTEN_FDS=2`).
+    fn start(&self, slot: &Slot) -> Result<Worker, String> {
+        let private = std::net::TcpListener::bind(SocketAddr::new(slot.addr.ip(), 0))
+            .map_err(|e| format!("cannot open a private port: {e}"))?;
+        let private_addr = private
+            .local_addr()
+            .map_err(|e| format!("private port: {e}"))?;
+        let public = slot
+            .listener
+            .try_clone()
+            .map_err(|e| format!("cannot share {}: {e}", slot.addr))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(slot.addr.to_string())
+            .env("LISTEN_FDS", "2")
+            .env_remove("LISTEN_PID")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.fd_mappings(vec![
+            FdMapping {
+                parent_fd: OwnedFd::from(public),
+                child_fd: 3,
+            },
+            FdMapping {
+                parent_fd: OwnedFd::from(private),
+                child_fd: 4,
+            },
+        ])
+        .map_err(|e| format!("cannot hand the sockets over: {e}"))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        let pid = child.id().unwrap_or(0);
+        tracing::info!(worker = slot.n, pid, port = slot.addr.port(), private = %private_addr, "worker started");
+        Ok(Worker {
+            child,
+            pid,
+            private: private_addr,
+            started: Instant::now(),
+        })
+    }
+}
+
+/// Keeps slot `n`'s worker running until told to stop or until it crashes too often; on a
+/// reload request, replaces it ([`replace`]).
+async fn supervise(
+    slot: Slot,
+    launcher: Launcher,
+    mut stop: watch::Receiver<bool>,
+    mut reloads: mpsc::Receiver<ReloadDone>,
+) {
     let mut policy = RestartPolicy::default();
+    let n = slot.n;
+    let port = slot.addr.port();
     loop {
-        let started = Instant::now();
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
+        let mut worker = match launcher.start(&slot) {
+            Ok(w) => w,
             Err(e) => {
                 tracing::error!(worker = n, error = %e, "cannot start worker");
                 return;
             }
         };
-        let pid = child.id().unwrap_or(0);
-        tracing::info!(worker = n, pid, port, "worker started");
-        tokio::select! {
-            status = child.wait() => {
-                let uptime = started.elapsed();
-                tracing::warn!(worker = n, pid, port, ?status, ?uptime, "worker exited");
-                match policy.on_exit(Instant::now(), uptime) {
-                    Some(delay) => {
-                        tracing::info!(worker = n, ?delay, "restarting worker after backoff");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = stop.changed() => return,
-                        }
-                    }
-                    None => {
-                        tracing::error!(
-                            worker = n, port, crashes = MAX_CRASHES + 1, window = ?CRASH_WINDOW,
-                            "WORKER ABANDONED: it crashed too often; fix the cause and restart the cluster"
-                        );
-                        return;
-                    }
+        loop {
+            tokio::select! {
+                status = worker.child.wait() => {
+                    let uptime = worker.started.elapsed();
+                    tracing::warn!(worker = n, pid = worker.pid, port, ?status, ?uptime, "worker exited");
+                    break;
+                }
+                Some(done) = reloads.recv() => {
+                    let outcome = replace(&slot, &launcher, &mut worker).await;
+                    let _ = done.send(outcome);
+                }
+                _ = stop.changed() => {
+                    drain(n, &mut worker.child).await;
+                    return;
                 }
             }
-            _ = stop.changed() => {
-                drain(n, &mut child).await;
+        }
+        match policy.on_exit(Instant::now(), worker.started.elapsed()) {
+            Some(delay) => {
+                tracing::info!(worker = n, ?delay, "restarting worker after backoff");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            None => {
+                tracing::error!(
+                    worker = n, port, crashes = MAX_CRASHES + 1, window = ?CRASH_WINDOW,
+                    "WORKER ABANDONED: it crashed too often; fix the cause and restart the cluster"
+                );
                 return;
             }
         }
     }
+}
+
+/// PM2's `reload` for one slot: start a new worker on the same public socket, wait until it
+/// answers `/readyz` on its private port, then drain the old one. Both accept on the shared
+/// socket meanwhile, so no connection is refused; the old one stops accepting as it drains
+/// and its open connections hear `Connection: close`. A new worker that is not ready within
+/// [`READY_TIMEOUT`] is stopped and the old one kept.
+async fn replace(slot: &Slot, launcher: &Launcher, current: &mut Worker) -> Result<(), String> {
+    let mut fresh = launcher.start(slot)?;
+    let ready = tokio::select! {
+        ready = wait_ready(fresh.private, READY_TIMEOUT) => ready,
+        status = fresh.child.wait() => Err(format!("the new worker exited: {status:?}")),
+    };
+    if let Err(e) = ready {
+        drain(slot.n, &mut fresh.child).await;
+        return Err(e);
+    }
+    let mut old = std::mem::replace(current, fresh);
+    tracing::info!(
+        worker = slot.n,
+        old = old.pid,
+        new = current.pid,
+        "new worker ready; draining the old one"
+    );
+    drain(slot.n, &mut old.child).await;
+    Ok(())
+}
+
+/// How long a new worker may take to be ready during a reload.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls `GET /readyz` on `addr` until it answers 200.
+async fn wait_ready(addr: SocketAddr, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if probe_ready(addr).await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not ready on {addr} within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn probe_ready(addr: SocketAddr) -> bool {
+    let probe = async {
+        let mut io = tokio::net::TcpStream::connect(addr).await.ok()?;
+        io.write_all(b"GET /readyz HTTP/1.1\r\nhost: supervisor\r\nconnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        io.read_exact(&mut head).await.ok()?;
+        Some(&head == b"HTTP/1.1 200")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Some(true))
+    )
 }
 
 /// Sends SIGTERM and waits for the worker to drain; kills it if it takes too long.

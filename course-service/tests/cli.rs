@@ -257,6 +257,11 @@ fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
     let mut answer = String::new();
     let _ = conn.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // Answered while draining: the client is told its connection closes.
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
 
     let mut status = None;
     wait_until("the process to exit", Duration::from_secs(10), || {
@@ -335,4 +340,186 @@ fn cluster_restarts_a_killed_worker_and_drains_on_sigterm() {
     });
     assert!(status.unwrap().success());
     assert!(refuses(base) && refuses(base + 1), "workers left running");
+}
+
+/// A client that keeps one keep-alive connection to `port` and reconnects when the server
+/// says `Connection: close`; every failure (refused, reset, a status other than `ok`) is
+/// kept with what it was.
+struct Client {
+    port: u16,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    fn new(port: u16) -> Client {
+        Client { port, conn: None }
+    }
+
+    /// One request; `Ok(status)` or why it failed.
+    fn send(&mut self, method: &str, path: &str, body: &str) -> Result<u16, String> {
+        if self.conn.is_none() {
+            let io = TcpStream::connect(("127.0.0.1", self.port))
+                .map_err(|e| format!("connect: {e}"))?;
+            io.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            self.conn = Some(BufReader::new(io));
+        }
+        let conn = self.conn.as_mut().unwrap();
+        let auth = if method == "GET" {
+            String::new()
+        } else {
+            format!("authorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\n")
+        };
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let result = (|| {
+            conn.get_mut()
+                .write_all(request.as_bytes())
+                .map_err(|e| format!("write: {e}"))?;
+            let mut line = String::new();
+            conn.read_line(&mut line)
+                .map_err(|e| format!("read: {e}"))?;
+            let status: u16 = line
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("no status line: {line:?}"))?;
+            let (mut length, mut close) = (0usize, false);
+            loop {
+                let mut field = String::new();
+                conn.read_line(&mut field)
+                    .map_err(|e| format!("read: {e}"))?;
+                let lower = field.trim_end().to_ascii_lowercase();
+                if lower.is_empty() {
+                    break;
+                }
+                if let Some(v) = lower.strip_prefix("content-length: ") {
+                    length = v.parse().unwrap_or(0);
+                }
+                close |= lower == "connection: close";
+            }
+            let mut body = vec![0u8; length];
+            conn.read_exact(&mut body)
+                .map_err(|e| format!("read body: {e}"))?;
+            Ok((status, close))
+        })();
+        match result {
+            Ok((status, close)) => {
+                if close {
+                    self.conn = None;
+                }
+                Ok(status)
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[test]
+fn a_sighup_reload_replaces_every_worker_without_refusing_or_failing_a_request() {
+    let base = shared::testbed::free_ports(2);
+    let mut cluster = course_service()
+        .args([
+            "cluster",
+            "--instances",
+            "2",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .arg("--config")
+        .arg(config_for(&unique_db("reload")))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = capture_stderr(&mut cluster);
+    wait_until("both workers to be ready", Duration::from_secs(30), || {
+        healthy(base) && healthy(base + 1)
+    });
+    let before = [worker_pids(&logs, 1), worker_pids(&logs, 2)];
+
+    // Readers and writers on both ports, each on its own keep-alive connection, until the
+    // reload is over (bounded: 60 s at most).
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4u16)
+        .map(|i| {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::new(base + i % 2);
+                let (mut ok, mut failures) = (0usize, Vec::new());
+                let started = std::time::Instant::now();
+                let mut n = 0usize;
+                while !done.load(std::sync::atomic::Ordering::Acquire)
+                    && started.elapsed() < Duration::from_secs(60)
+                {
+                    n += 1;
+                    let outcome = if i < 2 {
+                        client.send("GET", "/api/courses", "")
+                    } else {
+                        let body =
+                            serde_json::to_string(&support::course(1000 * usize::from(i) + n))
+                                .unwrap();
+                        client.send("POST", "/api/courses", &body)
+                    };
+                    match outcome {
+                        Ok(200 | 201) => ok += 1,
+                        other => failures.push(format!("{other:?}")),
+                    }
+                }
+                (ok, failures)
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&cluster, Signal::SIGHUP);
+    wait_until("the reload to finish", Duration::from_secs(60), || {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("reload finished"))
+    });
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let mut total = 0;
+    for c in clients {
+        let (ok, failures) = c.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "failed during the reload: {failures:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 20, "too little traffic to tell: {total}");
+    for n in 1..=2u16 {
+        let pids = worker_pids(&logs, n);
+        assert_eq!(pids.len(), 2, "worker {n} replaced once: {pids:?}");
+        assert_ne!(pids[1], before[usize::from(n) - 1][0]);
+        let old = Pid::from_raw(pids[0]);
+        assert!(kill(old, None).is_err(), "the old worker {old} still runs");
+    }
+
+    // A crash: the supervisor holds the port, so it never refuses while the worker restarts.
+    kill(Pid::from_raw(worker_pids(&logs, 1)[1]), Signal::SIGKILL).unwrap();
+    for _ in 0..20 {
+        assert!(
+            !refuses(base),
+            "the port refused a connection after a crash"
+        );
+    }
+    let mut client = Client::new(base);
+    assert_eq!(
+        client.send("GET", "/healthz", ""),
+        Ok(200),
+        "served after the restart"
+    );
+
+    signal(&cluster, Signal::SIGTERM);
+    let mut status = None;
+    wait_until("the cluster to exit", Duration::from_secs(30), || {
+        status = cluster.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success());
 }

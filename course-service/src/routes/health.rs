@@ -8,13 +8,30 @@ use shared::health::{Check, Report, Status};
 
 use crate::app::AppState;
 
-/// Alive: answers without touching any dependency.
-pub async fn healthz() -> Response {
+/// Alive: answers without touching any dependency. A draining instance says 503, so a load
+/// balancer's checks take it out while it finishes what it has.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        return draining();
+    }
     (StatusCode::OK, Json(Report::alive())).into_response()
 }
 
-/// Ready: the database answers a ping within the readiness deadline and the indexes exist.
+fn draining() -> Response {
+    let report = Report::from_checks(vec![Check {
+        name: "draining".into(),
+        status: Status::Unavailable,
+        error: Some("shutting down: finishing requests in flight".into()),
+    }]);
+    (StatusCode::SERVICE_UNAVAILABLE, Json(report)).into_response()
+}
+
+/// Ready: the database answers a ping within the readiness deadline and the indexes exist
+/// (and the instance is not draining).
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        return draining();
+    }
     let mongodb = match state.store.ping(state.ready_timeout).await {
         Ok(()) => Check {
             name: "mongodb".into(),

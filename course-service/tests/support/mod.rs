@@ -422,7 +422,11 @@ impl AppBuilder {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            server::serve(listener, state, &config, async {
+            let listeners = server::Listeners {
+                public: listener,
+                private: None,
+            };
+            server::serve(listeners, state, &config, async {
                 let _ = stopped.await;
             })
             .await;
