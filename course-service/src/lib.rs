@@ -5,9 +5,11 @@
 //! [`extract`] (auth, body) and [`query`] (listing parameters), against the rules in
 //! [`model`]; [`store`] is the only module that talks to MongoDB; [`error`] decides every
 //! error status. [`routes::web`] serves the web page (the files of `web/`, compiled in).
-//! [`cluster`] runs and supervises N instances; [`seed`] loads the catalogue.
+//! [`cluster`] runs and supervises N instances; [`seed`] loads the catalogue; [`backup`]
+//! exports and imports it.
 
 pub mod app;
+pub mod backup;
 pub mod cache;
 pub mod cluster;
 pub mod config;

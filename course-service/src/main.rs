@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use course_service::cache::CatalogCache;
 use course_service::cluster::{self, ClusterSpec};
 use course_service::config::{Config, Env};
-use course_service::{seed, server, store};
+use course_service::{backup, seed, server, store};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Write every course to FILE: MongoDB Extended JSON, one document per line.
+    Export {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check all of FILE (an export), then store each course under its id (idempotent).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -81,6 +93,8 @@ async fn main() -> ExitCode {
             }
         }
         Command::Seed { file, config } => run_seed(file, config).await,
+        Command::Export { file, config } => run_export(file, config).await,
+        Command::Import { file, config } => run_import(file, config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,6 +131,43 @@ async fn run_seed(file: PathBuf, config: Option<PathBuf>) -> Result<(), String> 
         file.display(),
         report.inserted,
         report.already_present
+    );
+    client.shutdown().await;
+    Ok(())
+}
+
+/// The store for a one-off command, with its client (to shut down after).
+async fn open_store(
+    config: Option<PathBuf>,
+) -> Result<(Config, mongodb::Client, store::CourseStore), String> {
+    let cfg = load_config(config, None)?;
+    let client = store::connect(&cfg).await.map_err(|e| e.to_string())?;
+    let metrics = course_service::metrics::Metrics::new();
+    let st = store::CourseStore::new(&client, &cfg.database, cfg.operation_timeout, metrics);
+    Ok((cfg, client, st))
+}
+
+async fn run_export(file: PathBuf, config: Option<PathBuf>) -> Result<(), String> {
+    let (_, client, st) = open_store(config).await?;
+    let n = backup::export(&st, &file).await?;
+    println!("exported {n} courses to {}", file.display());
+    client.shutdown().await;
+    Ok(())
+}
+
+async fn run_import(file: PathBuf, config: Option<PathBuf>) -> Result<(), String> {
+    // The whole file is checked before the database is even opened.
+    let docs = backup::read(&file)?;
+    let (cfg, client, st) = open_store(config).await?;
+    let report = backup::import(&st, docs).await?;
+    // Running instances learn of the change like after a seed.
+    let metrics = course_service::metrics::Metrics::new();
+    CatalogCache::new(&cfg.cache, &metrics)?.invalidate().await;
+    println!(
+        "imported {}: {} added, {} replaced",
+        file.display(),
+        report.added,
+        report.replaced
     );
     client.shutdown().await;
     Ok(())

@@ -64,6 +64,9 @@ pub enum Conditional<T> {
     },
 }
 
+/// How often the driver checks the server (see `connect`).
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
 /// Builds the driver client: short server-selection and connect timeouts (a dead database is
 /// a quick 503), majority writes, retryable writes and reads.
 pub async fn connect(config: &Config) -> Result<Client, StoreError> {
@@ -75,6 +78,11 @@ pub async fn connect(config: &Config) -> Result<Client, StoreError> {
     opts.connect_timeout = Some(config.connect_timeout);
     opts.retry_writes.get_or_insert(true);
     opts.retry_reads.get_or_insert(true);
+    // After a step-down (NotWritablePrimary, ShutdownInProgress) the driver's one retry
+    // waits for the next heartbeat to find the primary again; at the default 10 s it would
+    // outlast server selection (2 s) and the write would get a 503 it did not need. 500 ms
+    // is the driver's minimum: one `hello` per half second, and a retried write lands.
+    opts.heartbeat_freq.get_or_insert(HEARTBEAT);
     if opts.write_concern.is_none() {
         opts.write_concern = Some(WriteConcern::majority());
     }
@@ -240,6 +248,35 @@ impl CourseStore {
         Ok(doc)
     }
 
+    /// Every course as stored, in `_id` order (`course-service export`). Not bounded by the
+    /// operation timeout: a large catalogue takes what it takes.
+    pub async fn all_raw(&self) -> Result<Vec<mongodb::bson::Document>, StoreError> {
+        use futures_util::TryStreamExt;
+        let raw = self.db.collection::<mongodb::bson::Document>(COLLECTION);
+        let cursor = raw
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(|e| self.classify("export", e))?;
+        cursor
+            .try_collect()
+            .await
+            .map_err(|e| self.classify("export", e))
+    }
+
+    /// Stores `doc` as is under its `_id`, replacing what is there (`course-service
+    /// import`); `true` when it was added rather than replaced.
+    pub async fn put_raw(&self, doc: mongodb::bson::Document) -> Result<bool, StoreError> {
+        let raw = self.db.collection::<mongodb::bson::Document>(COLLECTION);
+        let id = doc.get("_id").cloned().unwrap_or(mongodb::bson::Bson::Null);
+        let res = raw
+            .replace_one(doc! { "_id": id }, doc)
+            .upsert(true)
+            .await
+            .map_err(|e| self.classify("import", e))?;
+        Ok(res.upserted_id.is_some())
+    }
+
     /// Inserts `c` unless a course with its slug exists: the idempotent seed.
     /// Returns whether it was inserted.
     pub async fn insert_if_absent(&self, c: ValidCourse) -> Result<bool, StoreError> {
@@ -382,6 +419,25 @@ impl CourseStore {
     }
 }
 
+/// Server error codes that mean "not now, try again": the node is not (or no longer) the
+/// primary, is shutting down, or could not reach a peer. A write refused with one of them
+/// was not applied, so the client gets 503 with `Retry-After`, never a 500, whether or not
+/// the server labelled it retryable.
+const STATE_CHANGE_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
 /// Maps a driver error onto what the API needs to know, with a metric label.
 fn classify(e: mongodb::error::Error) -> (&'static str, StoreError) {
     if let ErrorKind::Write(WriteFailure::WriteError(w)) = e.kind.as_ref() {
@@ -392,6 +448,11 @@ fn classify(e: mongodb::error::Error) -> (&'static str, StoreError) {
     if let ErrorKind::Command(c) = e.kind.as_ref() {
         if c.code == DUPLICATE_KEY {
             return ("duplicate", duplicate_from_message(&c.message));
+        }
+    }
+    if let ErrorKind::Command(c) = e.kind.as_ref() {
+        if STATE_CHANGE_CODES.contains(&c.code) {
+            return ("unavailable", StoreError::Unavailable(e.to_string()));
         }
     }
     match e.kind.as_ref() {

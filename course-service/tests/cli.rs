@@ -523,3 +523,87 @@ fn a_sighup_reload_replaces_every_worker_without_refusing_or_failing_a_request()
     });
     assert!(status.unwrap().success());
 }
+
+// ===== backups =====
+
+/// Runs `course-service ARGS --config <db's config>`; returns (success, stdout, stderr).
+fn run_on(db: &str, args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = course_service()
+        .args(args)
+        .arg("--config")
+        .arg(config_for(db))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn export_then_import_round_trips_byte_for_byte_and_a_corrupt_file_writes_nothing() {
+    let source = unique_db("export");
+    let app = TestApp::builder().database(&source).spawn().await;
+    for n in 0..5 {
+        app.create(support::course(n)).await;
+    }
+    // One edited course: its version and timestamps must survive.
+    let first = app.get_json("/api/courses?sort=title").await["items"][0].clone();
+    let path = format!("/api/courses/{}", first["id"].as_str().unwrap());
+    let res = app
+        .admin(reqwest::Method::PATCH, &path)
+        .json(&serde_json::json!({ "price_cents": 777 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let dump = temp_file("export.jsonl", "");
+    let (ok, out, err) = run_on(&source, &["export".as_ref(), dump.as_os_str()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("exported 5 courses"), "{out}");
+    let exported = std::fs::read_to_string(&dump).unwrap();
+    assert_eq!(exported.lines().count(), 5);
+    assert!(
+        exported.contains("\"$oid\"") && exported.contains("\"$date\""),
+        "{exported}"
+    );
+
+    // Into an empty database, twice (idempotent), then out again: the same bytes.
+    let copy = unique_db("import");
+    for (round, expect) in [(1, "5 added, 0 replaced"), (2, "0 added, 5 replaced")] {
+        let (ok, out, err) = run_on(&copy, &["import".as_ref(), dump.as_os_str()]);
+        assert!(ok, "import {round}: {err}");
+        assert!(out.contains(expect), "import {round}: {out}");
+    }
+    let again = temp_file("export-again.jsonl", "");
+    let (ok, _, err) = run_on(&copy, &["export".as_ref(), again.as_os_str()]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), exported);
+    let copied = TestApp::builder().database(&copy).spawn().await;
+    let edited = copied.get_json(&path).await;
+    assert_eq!(
+        (edited["price_cents"].as_i64(), edited["version"].as_i64()),
+        (Some(777), Some(2))
+    );
+
+    // A file broken on its third line: refused with the line, nothing written.
+    let mut lines: Vec<String> = exported.lines().map(str::to_string).collect();
+    lines[2] = lines[2].replace("\"level\":\"", "\"level\":\"expert-");
+    let corrupt = temp_file("corrupt.jsonl", &(lines.join("\n") + "\n"));
+    let empty = unique_db("corrupt");
+    let (ok, _, err) = run_on(&empty, &["import".as_ref(), corrupt.as_os_str()]);
+    assert!(!ok, "a corrupt file was accepted");
+    assert!(err.contains("corrupt.jsonl:3:"), "{err}");
+    let check = temp_file("empty.jsonl", "");
+    let (ok, out, err) = run_on(&empty, &["export".as_ref(), check.as_os_str()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("exported 0 courses"),
+        "nothing was written: {out}"
+    );
+    let not_json = temp_file("garbage.jsonl", &format!("{}\n{{oops\n", lines[0]));
+    let (ok, _, err) = run_on(&empty, &["import".as_ref(), not_json.as_os_str()]);
+    assert!(!ok && err.contains("garbage.jsonl:2: not JSON"), "{err}");
+}

@@ -84,6 +84,9 @@ impl MongoServer {
                 ":memory:",
                 "--log-level",
                 "WARNING",
+                // `configureFailPoint`: the failover tests stage primary step-downs and
+                // network errors with it, against the real driver.
+                "--enable-test-commands",
             ],
         );
         wait_for_port("SecantusDB", port, true);
