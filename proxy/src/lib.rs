@@ -8,7 +8,8 @@
 //! library, independent of HTTP; [`topology`] turns `upstreams.toml` into pools and routes
 //! swapped through `ArcSwap`; [`config`] parses and validates both files; [`body`] the
 //! streaming body types; [`admin`] and [`metrics`] the operator's view; [`tls`] the rustls
-//! set-up; [`tunnel`] upgraded connections; [`fds`] the open-files limit and descriptor table, sized at start-up.
+//! set-up; [`tunnel`] upgraded connections; [`upgrade`] the binary
+//! replacing itself without losing a connection; [`fds`] the open-files limit and descriptor table, sized at start-up.
 
 pub mod admin;
 pub mod balance;
@@ -27,5 +28,6 @@ pub mod server;
 pub mod tls;
 pub mod topology;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upstream;
 pub mod wire;

@@ -19,12 +19,16 @@ struct Cli {
     /// Validate both files, print what would run, and exit (0 if valid).
     #[arg(long)]
     check: bool,
+    /// Write the serving process's pid here (rewritten by the new process after a SIGUSR2
+    /// binary upgrade).
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     shared::telemetry::init();
     let cli = Cli::parse();
-    let (proxy_config, upstreams) = match load(&cli.config) {
+    let (mut proxy_config, upstreams) = match load(&cli.config) {
         Ok(both) => both,
         Err(errors) => {
             for e in &errors {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         print_plan(&proxy_config, &upstreams);
         return ExitCode::SUCCESS;
     }
+    proxy_config.pid_file = cli.pid_file;
     match proxy::server::run(proxy_config, upstreams, shared::shutdown::signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -37,6 +37,7 @@ use crate::metrics::{ActiveConnection, Metrics};
 use crate::reload::{self, Reloader};
 use crate::tls;
 use crate::topology::Topology;
+use crate::upgrade;
 
 /// Longest wait for in-flight requests after a shutdown signal before exiting anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,18 +130,30 @@ async fn run_control(
         () = &mut shutdown => return Ok(()),
         () = std::future::ready(()) => {}
     }
+    // Sockets handed over by the process this one replaces (see `upgrade`), else bound here.
+    let relauncher = upgrade::Relauncher::capture();
+    let mut inherited = upgrade::Inherited::from_env()?;
+    let mut listen = |name: &str, addr: SocketAddr, field: &str, backlog: u32| match inherited
+        .take(name, addr)
+    {
+        Some(socket) => Ok(socket),
+        None => bind(addr, field, backlog),
+    };
     let backlog = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
-    let http = bind(config.listen.http, "listen.http", backlog)?;
+    let http = listen("http", config.listen.http, "listen.http", backlog)?;
     let https = match config.listen.https {
         Some(addr) => Some((
-            bind(addr, "listen.https", backlog)?,
+            listen("https", addr, "listen.https", backlog)?,
             TlsAcceptor::from(tls::server_config(&config.tls)?),
         )),
         None => None,
     };
+    let admin_socket = listen("admin", config.listen.admin, "listen.admin", ADMIN_BACKLOG)?;
+    let admin_handover = admin_socket
+        .try_clone()
+        .map_err(|e| format!("listen.admin: {e}"))?;
     let admin_listener =
-        TcpListener::from_std(bind(config.listen.admin, "listen.admin", ADMIN_BACKLOG)?)
-            .map_err(|e| format!("listen.admin: {e}"))?;
+        TcpListener::from_std(admin_socket).map_err(|e| format!("listen.admin: {e}"))?;
 
     let metrics = Metrics::new();
     let topology = Topology::build(&upstreams, None, &metrics, tokio::time::Instant::now());
@@ -198,6 +211,18 @@ async fn run_control(
         workers,
         "proxy listening"
     );
+    let upgrade_task = match relauncher {
+        Ok(relauncher) => Some(tokio::spawn(upgrade_on_sigusr2(
+            relauncher,
+            shared.clone(),
+            admin_handover,
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "binary upgrade (SIGUSR2) unavailable");
+            None
+        }
+    };
+    upgrade::serving(config.pid_file.as_deref());
     let access = Arc::new(admin::Access::from_env());
     let admin_task = tokio::spawn(admin_loop(admin_listener, proxy, reloader.clone(), access));
     let sighup_task = tokio::spawn(reload::on_sighup(hup, reloader.clone()));
@@ -215,6 +240,9 @@ async fn run_control(
     .await;
     admin_task.abort();
     sighup_task.abort();
+    if let Some(task) = upgrade_task {
+        task.abort();
+    }
     if let Some(task) = watch_task {
         task.abort();
     }
@@ -223,6 +251,44 @@ async fn run_control(
         Err(_) => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open; exiting"),
     }
     Ok(())
+}
+
+/// On every SIGUSR2, starts the binary again with this process's sockets (see `upgrade`);
+/// the new process sends SIGTERM once it serves, and this one drains. A new process that
+/// exits first failed: this one goes on serving.
+async fn upgrade_on_sigusr2(
+    relauncher: upgrade::Relauncher,
+    shared: Arc<Shared>,
+    admin: std::net::TcpListener,
+) {
+    let Ok(mut usr2) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+    else {
+        tracing::warn!("cannot listen for SIGUSR2; binary upgrade unavailable");
+        return;
+    };
+    while usr2.recv().await.is_some() {
+        let mut sockets = vec![("http", &shared.http), ("admin", &admin)];
+        if let Some((https, _)) = &shared.https {
+            sockets.push(("https", https));
+        }
+        match relauncher.start(&sockets) {
+            Ok(mut child) => {
+                tracing::info!(
+                    pid = child.id(),
+                    "SIGUSR2: started the new process; it takes over once it serves"
+                );
+                // Until it tells this process to stop (SIGTERM), a new process that exits
+                // has failed.
+                let status = child.wait().await;
+                tracing::error!(
+                    ?status,
+                    "upgrade failed: the new process exited; still serving"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "upgrade failed; still serving"),
+        }
+    }
 }
 
 /// Connections the kernel may hold for the admin listener before it accepts them.

@@ -245,6 +245,8 @@ pub struct ProxyConfig {
     pub timeouts: Timeouts,
     pub forwarding: Forwarding,
     pub runtime: Runtime,
+    /// `--pid-file`: where the serving process writes its pid (not a file key).
+    pub pid_file: Option<PathBuf>,
 }
 
 impl ProxyConfig {
@@ -332,6 +334,7 @@ impl ProxyConfig {
             timeouts: raw.timeouts,
             forwarding: raw.forwarding,
             runtime: raw.runtime,
+            pid_file: None,
         })
     }
 }

@@ -10,8 +10,10 @@
 //! connection is closed without a word. The timer is armed once and only moved when it fires
 //! early, so a request costs a clock read, not a timer-wheel update.
 //!
-//! Shutdown (`stop`): an idle connection closes at once; one with a request in progress
-//! finishes it, says `Connection: close`, and closes.
+//! Shutdown (`stop`): a request in progress finishes, says `Connection: close`, and the
+//! connection closes; an idle connection waits [`DRAIN_NOTICE`] for one more request (answered
+//! the same way) before it closes, so a client that was about to reuse it is answered rather
+//! than reset (as after a binary upgrade, when another process already accepts new ones).
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -49,6 +51,8 @@ const LINGER_BYTES: usize = 1024 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How long the proxy's own short answer may take to go out before the connection is dropped.
 const LOCAL_ANSWER_TIME: Duration = Duration::from_secs(5);
+/// How long an idle connection of a stopping proxy waits for one last request.
+pub const DRAIN_NOTICE: Duration = Duration::from_secs(1);
 /// The first bytes of the HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -174,6 +178,8 @@ impl Connection {
         let timeout = ctx.proxy.timeouts().header_read;
         let max = ctx.proxy.limits().max_header_bytes;
         let started = Instant::now();
+        // Set when the proxy stops while this connection is idle: the end of its notice.
+        let mut notice: Option<Instant> = None;
         loop {
             if self.first
                 && buf.len() >= 3
@@ -192,15 +198,25 @@ impl Connection {
                 return Wait::TooLarge;
             }
             if *self.stop.borrow() && buf.is_empty() {
-                return Wait::Idle;
+                let end = *notice.get_or_insert_with(|| Instant::now() + DRAIN_NOTICE);
+                if Instant::now() >= end {
+                    return Wait::Idle;
+                }
             }
             buf.reserve(READ_CHUNK);
+            let notice_over = async {
+                match notice {
+                    Some(end) => tokio::time::sleep_until(end).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 read = io.read_buf(buf) => match read {
                     Ok(0) | Err(_) => return Wait::Idle,
                     Ok(_) => {}
                 },
+                () = notice_over, if buf.is_empty() => return Wait::Idle,
                 () = self.deadline.as_mut() => {
                     if started.elapsed() >= timeout {
                         return if buf.is_empty() { Wait::Idle } else { Wait::TimedOut };
@@ -208,7 +224,11 @@ impl Connection {
                     // Armed for an earlier wait: move it to this one's end.
                     self.deadline.as_mut().reset(started + timeout);
                 }
-                _ = self.stop.changed(), if buf.is_empty() => return Wait::Idle,
+                changed = self.stop.changed(), if buf.is_empty() && notice.is_none() => {
+                    if changed.is_err() {
+                        return Wait::Idle;
+                    }
+                }
             }
         }
     }

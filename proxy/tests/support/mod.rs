@@ -819,6 +819,8 @@ impl ProxyBuilder {
         let child = Command::new(env!("CARGO_BIN_EXE_proxy"))
             .arg("--config")
             .arg(&path)
+            .arg("--pid-file")
+            .arg(dir.join("proxy.pid"))
             .env("RUST_LOG", "warn")
             .env("PROXY_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdin(Stdio::null())
@@ -852,6 +854,20 @@ impl ProxyBuilder {
 }
 
 impl ProxyProcess {
+    /// `proxy.pid` in the proxy's directory (the proxy runs with `--pid-file` there).
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("proxy.pid")
+    }
+
+    /// The pid the serving process wrote, once it serves.
+    pub fn pid_from_file(&self) -> Option<i32> {
+        std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
@@ -887,6 +903,16 @@ impl ProxyProcess {
 
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
+        // A process that took over after a binary upgrade is not our child: its pid file says.
+        if let Some(pid) = self
+            .pid_from_file()
+            .filter(|p| *p != self.child.id() as i32)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
