@@ -4,11 +4,12 @@
 //!
 //! [`scenarios`] holds the named runs; [`load`] the open-loop generator; [`systems`] the
 //! generated configs and processes; [`upstream`] the synthetic upstreams; [`report`] the
-//! Markdown and JSON output.
+//! Markdown and JSON output; [`reaper`] stops every child on any signal.
 
 pub mod load;
 pub mod paced;
 pub mod plot;
+pub mod reaper;
 pub mod report;
 pub mod scenarios;
 pub mod service;

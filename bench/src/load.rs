@@ -240,15 +240,27 @@ pub async fn wrk(label: &str, url: &str, connections: usize, duration: Duration)
     std::fs::write(&script, WRK_SCRIPT).ok()?;
     let secs = duration.as_secs_f64().round().max(1.0) as u64;
     eprint!("\r  {label}: wrk -t1 -c{connections} -d{secs}s   ");
-    let output = tokio::process::Command::new("wrk")
+    let child = tokio::process::Command::new("wrk")
         .args(["-t1", &format!("-c{connections}"), &format!("-d{secs}s")])
         .args(["--timeout", &format!("{}s", REQUEST_TIMEOUT.as_secs())])
         .arg("-s")
         .arg(&script)
         .arg(url)
-        .output()
-        .await
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
         .ok()?;
+    let pid = child.id();
+    if let Some(pid) = pid {
+        crate::reaper::track(pid);
+    }
+    let output = child.wait_with_output().await;
+    if let Some(pid) = pid {
+        crate::reaper::untrack(pid);
+    }
+    let output = output.ok()?;
     eprint!("\r\x1b[K");
     let text = String::from_utf8_lossy(&output.stdout);
     let numbers: Vec<u64> = text

@@ -107,6 +107,7 @@ fn main() -> ExitCode {
 }
 
 async fn bench(cli: Cli) -> ExitCode {
+    tokio::spawn(bench::reaper::on_signals());
     if cli.scenario == Scenario::Load {
         let Some(url) = cli.url.as_deref() else {
             eprintln!("bench load: --url is required");

@@ -83,6 +83,7 @@ impl Drop for System {
         }
         let _ = killpg(group, Signal::SIGKILL);
         let _ = self.child.wait();
+        crate::reaper::untrack(self.pid);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -186,6 +187,7 @@ pub fn spawn(name: String, mut cmd: Command, port: u16, dir: PathBuf) -> Result<
         ))
         .spawn()
         .map_err(|e| format!("{name}: cannot start: {e}"))?;
+    crate::reaper::track(child.id());
     let system = System {
         url: format!("http://127.0.0.1:{port}/"),
         admin: None,

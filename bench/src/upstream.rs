@@ -245,7 +245,9 @@ impl UpstreamProcess {
         seed: u64,
         port: u16,
     ) -> Result<std::process::Child, String> {
+        use std::os::unix::process::CommandExt;
         let child = std::process::Command::new(bin)
+            .process_group(0)
             .args(["upstream", "--upstreams", profile])
             .args(["--port", &port.to_string(), "--seed", &seed.to_string()])
             .stdin(std::process::Stdio::null())
@@ -253,6 +255,7 @@ impl UpstreamProcess {
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {} upstream: {e}", bin.display()))?;
+        crate::reaper::track(child.id());
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {
@@ -273,6 +276,7 @@ impl UpstreamProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        crate::reaper::untrack(self.child.id());
     }
 
     /// A new process on the same port.

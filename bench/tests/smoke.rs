@@ -351,3 +351,91 @@ fn every_proxy_does_the_same_header_work() {
         assert_eq!(seen.client_id, seen.upstream_id, "{}", system.name);
     }
 }
+
+/// Every process whose parent is `pid`, and theirs, from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let parent_of = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // `pid (comm) state ppid ...`; comm may hold spaces, so read after the last ')'.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(all.iter().copied().filter(|c| parent_of(*c) == Some(p)));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+#[test]
+fn a_sigterm_to_the_harness_stops_every_process_it_started() {
+    let out = std::env::temp_dir().join(format!("mc-bench-reap-{}", std::process::id()));
+    let mut bench = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        // failover: upstream processes of its own, and a proxy.
+        .args(["failover", "--duration", "30", "--rate-scale", "0.1"])
+        .arg("--proxy-bin")
+        .arg(shared::testbed::workspace_bin("proxy"))
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The upstream processes and a proxy at least.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut started = Vec::new();
+    while started.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the harness started {started:?} only"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        started = descendants(bench.id());
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bench.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = bench.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: Vec<u32> = started
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .filter(|p| {
+                // A zombie is dead, just not yet reaped by its (reparented) parent.
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit_once(')')
+                            .map(|(_, r)| !r.trim_start().starts_with('Z'))
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after the harness: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
