@@ -21,6 +21,9 @@ enum Scenario {
     Reload,
     /// Cached vs uncached listing through the real course-service; write-to-visible delay.
     Cache,
+    /// Reads and writes through each proxy while the instances are reloaded one by one, one
+    /// is killed, and the proxy restarts its own binary.
+    Deploy,
     /// Every scenario above.
     All,
     /// Every system in front of `--upstreams` at `--rate` (not part of `all`).
@@ -220,6 +223,9 @@ async fn run(scenario: Scenario, opts: &Options, custom: &[Profile], rate: f64) 
     }
     if wanted(Scenario::Cache) {
         add(scenarios::cache(opts, &progress).await);
+    }
+    if wanted(Scenario::Deploy) {
+        add(bench::deploy::deploy(opts, &progress).await);
     }
     if wanted(Scenario::Custom) {
         add(scenarios::balancing("custom", custom, rate, opts, &progress).await);

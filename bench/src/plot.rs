@@ -32,7 +32,10 @@ pub fn draw_all(dir: &Path, outcome: &Outcome) -> std::io::Result<Vec<String>> {
         let name = format!("{scenario}-latency.svg");
         latency_curves(&dir.join(&name), scenario, &rows).map_err(std::io::Error::other)?;
         files.push(name);
-        if scenario.starts_with("failover") || scenario == "reload" {
+        if scenario.starts_with("failover")
+            || scenario.starts_with("deploy")
+            || scenario == "reload"
+        {
             let name = format!("{scenario}-throughput.svg");
             throughput(&dir.join(&name), scenario, &rows).map_err(std::io::Error::other)?;
             files.push(name);

@@ -22,6 +22,16 @@ pub enum Tuning {
     /// Plain balancing behind an HTTPS listener (TLS 1.2/1.3, ALPN `http/1.1`), every
     /// system with the same [`dev_cert`].
     Tls,
+    /// [`Tuning::Failover`], and HAProxy in master-worker mode so SIGUSR2 reloads it (the
+    /// `deploy` scenario restarts every proxy).
+    Deploy,
+}
+
+impl Tuning {
+    /// Health checks, short timeouts and retries.
+    pub fn is_failover(self) -> bool {
+        matches!(self, Tuning::Failover | Tuning::Deploy)
+    }
 }
 
 /// A self-signed certificate for `localhost` and `127.0.0.1` (rcgen, ECDSA P-256), made
@@ -314,24 +324,16 @@ pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Resul
         .map(|(i, a)| {
             format!(
                 "  server s{i} {a}{}",
-                if tuning == Tuning::Failover {
-                    " check"
-                } else {
-                    ""
-                }
+                if tuning.is_failover() { " check" } else { "" }
             )
         })
         .collect();
-    let failover = if tuning == Tuning::Failover {
+    let failover = if tuning.is_failover() {
         "  option httpchk GET /\n  default-server inter 1s fall 2 rise 2\n  retries 2\n  option redispatch 1\n"
     } else {
         ""
     };
-    let server_timeout = if tuning == Tuning::Failover {
-        "1s"
-    } else {
-        "30s"
-    };
+    let server_timeout = if tuning.is_failover() { "1s" } else { "30s" };
     let ssl = if tuning == Tuning::Tls {
         format!(" ssl crt {} alpn http/1.1", dev_cert()?.both.display())
     } else {
@@ -347,6 +349,10 @@ pub fn haproxy(upstreams: &[SocketAddr], balance: &str, tuning: Tuning) -> Resul
     );
     std::fs::write(dir.join("haproxy.cfg"), cfg).map_err(|e| e.to_string())?;
     let mut cmd = Command::new("haproxy");
+    if tuning == Tuning::Deploy {
+        // Master-worker: SIGUSR2 to the master reloads (new workers take the sockets).
+        cmd.arg("-W");
+    }
     cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
     Ok(with_scheme(spawn(name, cmd, port, dir)?, tuning, port))
 }

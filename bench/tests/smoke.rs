@@ -439,3 +439,28 @@ fn a_sigterm_to_the_harness_stops_every_process_it_started() {
     }
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_reloads_kills_and_restarts_with_no_failed_request_through_ours() {
+    let mut opts = options();
+    // Long enough for the reload, the kill and the proxy restart to land inside the run.
+    opts.duration = Duration::from_secs(4);
+    opts.rate_scale = 0.3;
+    let outcome = bench::deploy::deploy(&opts, &|_| {}).await;
+    let rows = ours(&outcome);
+    let names: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
+    assert_eq!(
+        names,
+        ["deploy-reads", "deploy-writes"],
+        "{:?}",
+        outcome.skipped
+    );
+    for r in rows {
+        assert!(r.stats.sent > 10, "{}: {} sent", r.scenario, r.stats.sent);
+        assert_eq!(
+            r.stats.failed, 0,
+            "{}: {} of {} failed",
+            r.scenario, r.stats.failed, r.stats.sent
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! `deploy`: what clients see while everything behind and including the proxy is replaced.
+//!
+//! For each system (ours; HAProxy and nginx when installed), a fresh `course-service
+//! cluster` of three instances on SecantusDB, the system in front of it with its failover
+//! settings, and open-loop load at a fixed rate: one request in three a POST creating a
+//! course, the rest `GET /api/courses`. During the run:
+//! - at 15 %: SIGHUP to the cluster, a rolling reload of every instance;
+//! - at 55 %: SIGKILL to one instance (the supervisor restarts it);
+//! - at 75 %: the proxy itself restarts its binary the way each does it without downtime:
+//!   ours SIGUSR2 (sockets handed to the new process), HAProxy SIGUSR2 to its master
+//!   (master-worker reload), nginx SIGUSR2 (binary upgrade) then SIGQUIT to the old master.
+//!
+//! Reads and writes are reported as rows of their own (`deploy-reads`, `deploy-writes`):
+//! failures, latency (from the intended send time) and answers per 100 ms for the plot.
+//! `MC_BENCH_DEBUG=1` prints why each failed request failed.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::load::{histogram, Stats, Timeline, REQUEST_TIMEOUT};
+use crate::scenarios::{Options, Outcome, Row};
+use crate::service::{Backing, TOKEN};
+use crate::systems::{self, on_path, spawn, workdir, System, Tuning};
+
+/// Requests per second, reads and writes together, before `--rate-scale`: 30 writes a
+/// second, each of which makes every instance recompute its listings from SecantusDB.
+const RATE: f64 = 90.0;
+/// One request in this many is a write.
+const WRITE_EVERY: u64 = 3;
+
+/// Which proxy, and how it restarts itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ours,
+    Haproxy,
+    Nginx,
+}
+
+pub async fn deploy(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
+    let mut outcome = Outcome::default();
+    if !opts.service_bin.is_file() {
+        outcome.skipped.push(format!(
+            "deploy: {} not found (cargo build --release -p course-service)",
+            opts.service_bin.display()
+        ));
+        return outcome;
+    }
+    progress("deploy: starting SecantusDB, seeding");
+    let backing = match Backing::start(&opts.service_bin) {
+        Ok(b) => b,
+        Err(e) => {
+            outcome.skipped.push(format!("deploy: {e}"));
+            return outcome;
+        }
+    };
+    for kind in [Kind::Ours, Kind::Haproxy, Kind::Nginx] {
+        let peer = match kind {
+            Kind::Ours => None,
+            Kind::Haproxy => Some("haproxy"),
+            Kind::Nginx => Some("nginx"),
+        };
+        if let Some(bin) = peer.filter(|b| !on_path(b)) {
+            outcome
+                .skipped
+                .push(format!("deploy: {bin} (not installed)"));
+            continue;
+        }
+        match run_one(kind, opts, &backing, progress).await {
+            Ok(rows) => outcome.rows.extend(rows),
+            Err(e) => outcome.skipped.push(format!("deploy ({kind:?}): {e}")),
+        }
+    }
+    outcome
+}
+
+async fn run_one(
+    kind: Kind,
+    opts: &Options,
+    backing: &Backing,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<Row>, String> {
+    let cluster = start_cluster(&opts.service_bin, backing)?;
+    let addrs = cluster.1.clone();
+    let cluster = cluster.0;
+    let system = match kind {
+        Kind::Ours => systems::ours(&opts.proxy_bin, &addrs, "peak-ewma", Tuning::Failover)?,
+        Kind::Haproxy => systems::haproxy(&addrs, "leastconn", Tuning::Deploy)?,
+        Kind::Nginx => systems::nginx(&addrs, "least_conn", Tuning::Failover)?,
+    };
+    wait_serving(&format!("{}api/courses", system.url)).await?;
+    progress(&format!("deploy: {}", system.name));
+
+    let duration = opts.duration;
+    let at = |share: f64| duration.mul_f64(share);
+    let supervisor = cluster.pid;
+    let proxy_pid = system.pid;
+    let mut events: Vec<(Duration, Box<dyn FnOnce() + Send>)> = vec![
+        (
+            at(0.15),
+            Box::new(move || signal(supervisor, Signal::SIGHUP)),
+        ),
+        (
+            at(0.55),
+            Box::new(move || {
+                if let Some(worker) = children(supervisor).first() {
+                    signal(*worker, Signal::SIGKILL);
+                }
+            }),
+        ),
+    ];
+    events.push((
+        at(0.75),
+        Box::new(move || match kind {
+            Kind::Ours | Kind::Haproxy => signal(proxy_pid, Signal::SIGUSR2),
+            Kind::Nginx => {
+                // The binary upgrade: a new master with new workers, then the old master
+                // told to finish gracefully once the new one runs.
+                signal(proxy_pid, Signal::SIGUSR2);
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(1));
+                    signal(proxy_pid, Signal::SIGQUIT);
+                });
+            }
+        }),
+    ));
+    let rate = RATE * opts.rate_scale;
+    let (reads, writes) = mixed_load(&system.name, &system.url, rate, duration, events).await;
+    drop(system);
+    drop(cluster);
+    let row = |scenario: &str, stats: Stats, share: f64| Row {
+        scenario: scenario.into(),
+        system: match kind {
+            Kind::Ours => "ours (peak-ewma)".into(),
+            Kind::Haproxy => "haproxy (leastconn)".into(),
+            Kind::Nginx => "nginx (least_conn)".into(),
+        },
+        rate: rate * share,
+        connections: 0,
+        generator: None,
+        stats,
+        cpu_seconds: 0.0,
+        retries: 0,
+        retries_refused: 0,
+        reloads: 0,
+        rounds: Vec::new(),
+    };
+    let write_share = 1.0 / WRITE_EVERY as f64;
+    Ok(vec![
+        row("deploy-reads", reads, 1.0 - write_share),
+        row("deploy-writes", writes, write_share),
+    ])
+}
+
+/// `course-service cluster` of three on consecutive free ports: the supervisor, and the
+/// instances' addresses once each answers `/readyz`.
+fn start_cluster(
+    service_bin: &Path,
+    backing: &Backing,
+) -> Result<(System, Vec<std::net::SocketAddr>), String> {
+    let base = shared::testbed::free_ports(3);
+    let dir = workdir("cluster");
+    let config = dir.join("course-service.toml");
+    std::fs::write(&config, "[mongodb]\ndatabase = \"bench\"\n").map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(service_bin);
+    cmd.args([
+        "cluster",
+        "--instances",
+        "3",
+        "--base-port",
+        &base.to_string(),
+    ])
+    .arg("--config")
+    .arg(&config)
+    .env("MONGODB_URI", &backing.mongodb_uri)
+    .env("MC_ADMIN_TOKEN", TOKEN)
+    .env("RUST_LOG", "warn")
+    .env_remove("REDIS_URL");
+    let system = spawn("course-service cluster".into(), cmd, base, dir)?;
+    let addrs: Vec<std::net::SocketAddr> =
+        (0..3).map(|i| ([127, 0, 0, 1], base + i).into()).collect();
+    for addr in &addrs {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready(*addr) {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("instance {addr} not ready within 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok((system, addrs))
+}
+
+fn ready(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+}
+
+async fn wait_serving(url: &str) -> Result<(), String> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(res) = client.get(uri.clone()).await {
+            if res.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{url} did not answer 200 within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn signal(pid: u32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// The children of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let ppid = s.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+                    ppid.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Open-loop load on `base` (`…/api/courses`): every [`WRITE_EVERY`]th request a POST of a
+/// new course, the others GETs; `events` run at their offsets. Returns (reads, writes).
+async fn mixed_load(
+    label: &str,
+    base: &str,
+    rate: f64,
+    duration: Duration,
+    mut events: Vec<(Duration, Box<dyn FnOnce() + Send>)>,
+) -> (Stats, Stats) {
+    let client: Client<HttpConnector, Full<Bytes>> = {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build(connector)
+    };
+    let uri: http::Uri = format!("{base}api/courses").parse().expect("valid url");
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let start = Instant::now() + Duration::from_millis(20);
+    let (tx, mut rx) = mpsc::unbounded_channel::<(bool, Duration, Instant, bool)>();
+    events.sort_by_key(|(at, _)| *at);
+    let mut events = events.into_iter().peekable();
+    let answered = Arc::new(AtomicU64::new(0));
+    let run = format!("{:x}", fastrand::u64(..));
+    eprint!("  {label}: deploy drill ");
+    for i in 0..total {
+        let intended = start + Duration::from_secs_f64(i as f64 / rate);
+        while let Some((at, _)) = events.peek() {
+            if start + *at > intended {
+                break;
+            }
+            let (_, event) = events.next().expect("peeked");
+            event();
+        }
+        tokio::time::sleep_until(intended).await;
+        let write = i % WRITE_EVERY == 0;
+        let req = if write {
+            let body = format!(
+                "{{\"title\":\"Deploy {run} {i}\",\"instructor\":\"Bench\",\
+                 \"duration_minutes\":5,\"level\":\"beginner\"}}"
+            );
+            http::Request::post(uri.clone())
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+        } else {
+            http::Request::get(uri.clone()).body(Full::new(Bytes::new()))
+        }
+        .expect("valid request");
+        let (client, tx, answered) = (client.clone(), tx.clone(), answered.clone());
+        tokio::spawn(async move {
+            let ok = match tokio::time::timeout(REQUEST_TIMEOUT, async {
+                let res = match client.request(req).await {
+                    Ok(res) => res,
+                    Err(e) => {
+                        if std::env::var_os("MC_BENCH_DEBUG").is_some() {
+                            eprintln!("\nrequest error: {e:?}");
+                        }
+                        return None;
+                    }
+                };
+                let success = res.status().is_success();
+                if !success && std::env::var_os("MC_BENCH_DEBUG").is_some() {
+                    eprintln!("\nstatus {}", res.status());
+                }
+                res.into_body().collect().await.ok()?;
+                Some(success)
+            })
+            .await
+            {
+                Ok(Some(success)) => success,
+                _ => false,
+            };
+            answered.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send((write, intended.elapsed(), Instant::now(), ok));
+        });
+    }
+    for (_, event) in events {
+        event();
+    }
+    drop(tx);
+    let (mut hists, mut timelines) = (
+        [histogram(), histogram()],
+        [Timeline::default(), Timeline::default()],
+    );
+    let (mut sent, mut failed) = ([0u64; 2], [0u64; 2]);
+    while let Some((write, latency, at, ok)) = rx.recv().await {
+        let k = usize::from(write);
+        sent[k] += 1;
+        let _ = hists[k].record((latency.as_micros() as u64).max(1));
+        if ok {
+            timelines[k].record(start, at);
+        } else {
+            failed[k] += 1;
+        }
+    }
+    eprintln!("{} answered", answered.load(Ordering::Relaxed));
+    let elapsed = start.elapsed();
+    let [read_t, write_t] = timelines;
+    (
+        Stats::from_histogram(&hists[0], sent[0], failed[0], elapsed, read_t.0),
+        Stats::from_histogram(&hists[1], sent[1], failed[1], elapsed, write_t.0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_of_this_process_are_found() {
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let found = children(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
+    }
+}
