@@ -187,6 +187,20 @@ async fn http2_over_tls_end_to_end() {
         format!("localhost:{}", https.port())
     );
     assert_eq!(seen["headers"]["via"][0], "2 microcourses");
+
+    // A `host` field that disagrees with `:authority`: the authority routed on is the Host
+    // the upstream gets, once (RFC 9113 §8.3.1, RFC 9112 §3.2.2).
+    let res = client
+        .get_echo_with(
+            &format!("https://localhost:{}/echo", https.port()),
+            &[("host", "evil.example")],
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.echo["headers"]["host"],
+        serde_json::json!([format!("localhost:{}", https.port())])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

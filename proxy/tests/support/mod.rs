@@ -680,9 +680,16 @@ impl H2Client {
 
     /// GETs `url` (an `/echo` of the synthetic upstream) and reads the whole answer.
     pub async fn get_echo(&mut self, url: &str) -> H2Answer {
-        let req = hyper::Request::get(url)
-            .body(http_body_util::Empty::new())
-            .unwrap();
+        self.get_echo_with(url, &[]).await
+    }
+
+    /// `get_echo` with extra request fields.
+    pub async fn get_echo_with(&mut self, url: &str, fields: &[(&str, &str)]) -> H2Answer {
+        let mut req = hyper::Request::get(url);
+        for (name, value) in fields {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(http_body_util::Empty::new()).unwrap();
         let res = self.sender.send_request(req).await.expect("HTTP/2 answer");
         let (status, version, headers) =
             (res.status().as_u16(), res.version(), res.headers().clone());
