@@ -18,16 +18,17 @@ Usage: run.py --proxy target/debug/proxy --bench target/debug/bench [--connectio
 
 import argparse
 import os
-import random
 import re
 import resource
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import free_port, listening, stop_all  # noqa: E402
 
 ATTACKS = {
     "slow-headers": ["-H", "-i", "5", "-x", "24"],
@@ -37,15 +38,6 @@ ATTACKS = {
 LOAD_LINE = re.compile(r"sent (\d+) failed (\d+) .* p99 ([\d.]+) ms")
 
 
-def free_port():
-    while True:
-        port = random.randint(20000, 30000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
 
 
 def wait_until(what, cond, deadline):
@@ -58,12 +50,6 @@ def wait_until(what, cond, deadline):
     return False
 
 
-def listening(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def fds(pid):
@@ -163,16 +149,7 @@ def main():
                   f"of {sent}+{sent_a}; fds {base_fds} before, {fds(proxy.pid) if alive else '-'} "
                   f"after; proxy {'running' if alive else 'DEAD'}")
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_all(procs)
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -18,7 +18,6 @@ import argparse
 import base64
 import json
 import os
-import random
 import re
 import socket
 import subprocess
@@ -27,7 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import corpus
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import free_port, stop_all, wait_listening  # noqa: E402
+
+import corpus  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ORIGINS = ["stdlib", "gunicorn", "waitress"]
@@ -54,29 +56,8 @@ def statuses(data):
     return out
 
 
-def free_port():
-    """A port below the ephemeral range that nothing listens on now."""
-    while True:
-        port = random.randint(20000, 30000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
 
 
-def wait_listening(port, proc, what, deadline=20.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited before listening on {port} (status {proc.returncode})")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{what} did not listen on {port} within {deadline} s")
 
 
 def start_origin(name, port, log, venv):
@@ -218,16 +199,7 @@ def main():
                 for o in ORIGINS:
                     print(f"     {o}: {describe(seen[o])} | {answers[o][:200]!r}", file=sys.stderr)
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, 15)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
+        stop_all(procs)
 
     write_report(out, results)
     passed = sum(r["passed"] for r in results)

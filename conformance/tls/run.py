@@ -12,29 +12,20 @@ Usage: run.py --proxy target/debug/proxy [--out DIR]
 import argparse
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import free_port, wait_listening  # noqa: E402
 
 SEVERE = {"LOW", "MEDIUM", "HIGH", "CRITICAL"}
 # Findings about the certificate, not the TLS stack: trust, validity, revocation, CAA.
 ABOUT_THE_CERTIFICATE = ("cert_", "DNS_CAArecord")
 
 
-def free_port():
-    while True:
-        port = random.randint(20000, 30000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
 
 
 def main():
@@ -54,15 +45,7 @@ def main():
     proxy = subprocess.Popen([str(args.proxy.resolve()), "--config", str(work / "proxy.toml")],
                              env=dict(os.environ, RUST_LOG="error"), start_new_session=True)
     try:
-        end = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", https), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > end or proxy.poll() is not None:
-                    sys.exit("the proxy did not listen on its https port")
-                time.sleep(0.05)
+        wait_listening(https, proxy, "the proxy")
         report = out / "testssl.json"
         report.unlink(missing_ok=True)
         subprocess.run(["testssl", "--quiet", "--color", "0", "--warnings", "off",
