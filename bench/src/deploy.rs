@@ -2,7 +2,7 @@
 //!
 //! For each system (ours; HAProxy and nginx when installed), a fresh `course-service
 //! cluster` of three instances on SecantusDB, the system in front of it with its failover
-//! settings, and open-loop load at a fixed rate: one request in three a POST creating a
+//! settings, and open-loop load at 45 req/s: one request in three a POST creating a
 //! course, the rest `GET /api/courses`. During the run:
 //! - at 15 %: SIGHUP to the cluster, a rolling reload of every instance;
 //! - at 55 %: SIGKILL to one instance (the supervisor restarts it);
@@ -35,9 +35,10 @@ use crate::scenarios::{Options, Outcome, Row};
 use crate::service::{Backing, TOKEN};
 use crate::systems::{self, on_path, spawn, workdir, System, Tuning};
 
-/// Requests per second, reads and writes together, before `--rate-scale`: 30 writes a
-/// second, each of which makes every instance recompute its listings from SecantusDB.
-const RATE: f64 = 90.0;
+/// Requests per second, reads and writes together, before `--rate-scale`: 15 writes a
+/// second. Each write makes every instance recompute its listings from SecantusDB; at twice
+/// this rate that recomputing, not the deploy, is what fails (issue 15), whatever the proxy.
+const RATE: f64 = 45.0;
 /// One request in this many is a write.
 const WRITE_EVERY: u64 = 3;
 
