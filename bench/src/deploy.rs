@@ -12,25 +12,22 @@
 //!
 //! Reads and writes are reported as rows of their own (`deploy-reads`, `deploy-writes`):
 //! failures, latency (from the intended send time) and answers per 100 ms for the plot.
-//! `MC_BENCH_DEBUG=1` prints why each failed request failed.
+//! `MC_BENCH_DEBUG=1` prints why each failed request failed ([`open_loop_mixed`]).
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::load::{histogram, Stats, Timeline, REQUEST_TIMEOUT};
+use crate::load::{open_loop_mixed, Stats};
 use crate::scenarios::{Options, Outcome, Row};
 use crate::service::{Backing, TOKEN};
 use crate::systems::{self, on_path, spawn, workdir, System, Tuning};
@@ -267,102 +264,30 @@ async fn mixed_load(
     base: &str,
     rate: f64,
     duration: Duration,
-    mut events: Vec<(Duration, Box<dyn FnOnce() + Send>)>,
+    events: Vec<(Duration, Box<dyn FnOnce() + Send>)>,
 ) -> (Stats, Stats) {
-    let client: Client<HttpConnector, Full<Bytes>> = {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1024)
-            .build(connector)
-    };
     let uri: http::Uri = format!("{base}api/courses").parse().expect("valid url");
-    let total = (rate * duration.as_secs_f64()) as u64;
-    let start = Instant::now() + Duration::from_millis(20);
-    let (tx, mut rx) = mpsc::unbounded_channel::<(bool, Duration, Instant, bool)>();
-    events.sort_by_key(|(at, _)| *at);
-    let mut events = events.into_iter().peekable();
-    let answered = Arc::new(AtomicU64::new(0));
     let run = format!("{:x}", fastrand::u64(..));
-    eprint!("  {label}: deploy drill ");
-    for i in 0..total {
-        let intended = start + Duration::from_secs_f64(i as f64 / rate);
-        while let Some((at, _)) = events.peek() {
-            if start + *at > intended {
-                break;
-            }
-            let (_, event) = events.next().expect("peeked");
-            event();
-        }
-        tokio::time::sleep_until(intended).await;
-        let write = i % WRITE_EVERY == 0;
-        let req = if write {
+    let request = |i: u64| {
+        if i.is_multiple_of(WRITE_EVERY) {
             let body = format!(
                 "{{\"title\":\"Deploy {run} {i}\",\"instructor\":\"Bench\",\
                  \"duration_minutes\":5,\"level\":\"beginner\"}}"
             );
-            http::Request::post(uri.clone())
+            let req = http::Request::post(uri.clone())
                 .header("authorization", format!("Bearer {TOKEN}"))
                 .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body)))
+                .body(Full::new(Bytes::from(body)));
+            (1, req.expect("valid request"))
         } else {
-            http::Request::get(uri.clone()).body(Full::new(Bytes::new()))
+            let req = http::Request::get(uri.clone()).body(Full::new(Bytes::new()));
+            (0, req.expect("valid request"))
         }
-        .expect("valid request");
-        let (client, tx, answered) = (client.clone(), tx.clone(), answered.clone());
-        tokio::spawn(async move {
-            let ok = match tokio::time::timeout(REQUEST_TIMEOUT, async {
-                let res = match client.request(req).await {
-                    Ok(res) => res,
-                    Err(e) => {
-                        if std::env::var_os("MC_BENCH_DEBUG").is_some() {
-                            eprintln!("\nrequest error: {e:?}");
-                        }
-                        return None;
-                    }
-                };
-                let success = res.status().is_success();
-                if !success && std::env::var_os("MC_BENCH_DEBUG").is_some() {
-                    eprintln!("\nstatus {}", res.status());
-                }
-                res.into_body().collect().await.ok()?;
-                Some(success)
-            })
-            .await
-            {
-                Ok(Some(success)) => success,
-                _ => false,
-            };
-            answered.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send((write, intended.elapsed(), Instant::now(), ok));
-        });
-    }
-    for (_, event) in events {
-        event();
-    }
-    drop(tx);
-    let (mut hists, mut timelines) = (
-        [histogram(), histogram()],
-        [Timeline::default(), Timeline::default()],
-    );
-    let (mut sent, mut failed) = ([0u64; 2], [0u64; 2]);
-    while let Some((write, latency, at, ok)) = rx.recv().await {
-        let k = usize::from(write);
-        sent[k] += 1;
-        let _ = hists[k].record((latency.as_micros() as u64).max(1));
-        if ok {
-            timelines[k].record(start, at);
-        } else {
-            failed[k] += 1;
-        }
-    }
-    eprintln!("{} answered", answered.load(Ordering::Relaxed));
-    let elapsed = start.elapsed();
-    let [read_t, write_t] = timelines;
-    (
-        Stats::from_histogram(&hists[0], sent[0], failed[0], elapsed, read_t.0),
-        Stats::from_histogram(&hists[1], sent[1], failed[1], elapsed, write_t.0),
-    )
+    };
+    let mut stats = open_loop_mixed(label, rate, duration, events, 2, request).await;
+    let writes = stats.pop().expect("two classes");
+    let reads = stats.pop().expect("two classes");
+    (reads, writes)
 }
 
 #[cfg(test)]

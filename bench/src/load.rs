@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -141,19 +141,40 @@ pub async fn open_loop(
     url: &str,
     rate: f64,
     duration: Duration,
-    mut events: Vec<(Duration, Box<dyn FnOnce() + Send>)>,
+    events: Vec<(Duration, Box<dyn FnOnce() + Send>)>,
 ) -> Stats {
-    let client: Client<HttpConnector, Empty<Bytes>> = {
+    let uri: http::Uri = url.parse().expect("valid url");
+    let get = |_| {
+        let req = http::Request::get(uri.clone()).body(Full::new(Bytes::new()));
+        (0, req.expect("valid request"))
+    };
+    open_loop_mixed(label, rate, duration, events, 1, get)
+        .await
+        .remove(0)
+}
+
+/// The open-loop schedule of [`open_loop`] for any requests: request `i` is `request(i)`,
+/// which also names its class (`0..classes`); one [`Stats`] per class. Latency runs from
+/// each request's intended send time. `MC_BENCH_DEBUG=1` prints why a request failed.
+pub async fn open_loop_mixed(
+    label: &str,
+    rate: f64,
+    duration: Duration,
+    mut events: Vec<(Duration, Box<dyn FnOnce() + Send>)>,
+    classes: usize,
+    request: impl Fn(u64) -> (usize, http::Request<Full<Bytes>>),
+) -> Vec<Stats> {
+    let client: Client<HttpConnector, Full<Bytes>> = {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
             .build(connector)
     };
-    let uri: http::Uri = url.parse().expect("valid url");
+    let debug = std::env::var_os("MC_BENCH_DEBUG").is_some();
     let total = (rate * duration.as_secs_f64()) as u64;
     let start = Instant::now() + Duration::from_millis(20);
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Duration, Instant, bool)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Duration, Instant, bool)>();
     events.sort_by_key(|(at, _)| *at);
     let mut events = events.into_iter().peekable();
     let answered = Arc::new(AtomicU64::new(0));
@@ -169,15 +190,23 @@ pub async fn open_loop(
             event();
         }
         tokio::time::sleep_until(intended).await;
-        let (client, uri, tx, answered) =
-            (client.clone(), uri.clone(), tx.clone(), answered.clone());
+        let (class, req) = request(i);
+        let (client, tx, answered) = (client.clone(), tx.clone(), answered.clone());
         tokio::spawn(async move {
-            let req = http::Request::get(uri)
-                .body(Empty::new())
-                .expect("valid request");
             let ok = match tokio::time::timeout(REQUEST_TIMEOUT, async {
-                let res = client.request(req).await.ok()?;
+                let res = match client.request(req).await {
+                    Ok(res) => res,
+                    Err(e) => {
+                        if debug {
+                            eprintln!("\nrequest failed: {e:?}");
+                        }
+                        return None;
+                    }
+                };
                 let success = res.status().is_success();
+                if debug && !success {
+                    eprintln!("\nanswered {}", res.status());
+                }
                 res.into_body().collect().await.ok()?;
                 Some(success)
             })
@@ -187,26 +216,34 @@ pub async fn open_loop(
                 _ => false,
             };
             answered.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send((intended.elapsed(), Instant::now(), ok));
+            let _ = tx.send((class, intended.elapsed(), Instant::now(), ok));
         });
     }
     for (_, event) in events {
         event();
     }
     drop(tx);
-    let mut hist = histogram();
-    let mut timeline = Timeline::default();
-    let mut failed = 0u64;
-    while let Some((latency, at, success)) = rx.recv().await {
-        let _ = hist.record((latency.as_micros() as u64).max(1));
+    let mut hists: Vec<Histogram<u64>> = (0..classes).map(|_| histogram()).collect();
+    let mut timelines: Vec<Timeline> = (0..classes).map(|_| Timeline::default()).collect();
+    let (mut sent, mut failed) = (vec![0u64; classes], vec![0u64; classes]);
+    while let Some((class, latency, at, success)) = rx.recv().await {
+        sent[class] += 1;
+        let _ = hists[class].record((latency.as_micros() as u64).max(1));
         if success {
-            timeline.record(start, at);
+            timelines[class].record(start, at);
         } else {
-            failed += 1;
+            failed[class] += 1;
         }
     }
     drop(progress);
-    Stats::from_histogram(&hist, total, failed, start.elapsed(), timeline.0)
+    let elapsed = start.elapsed();
+    timelines
+        .into_iter()
+        .enumerate()
+        .map(|(c, timeline)| {
+            Stats::from_histogram(&hists[c], sent[c], failed[c], elapsed, timeline.0)
+        })
+        .collect()
 }
 
 /// Who drove a run (see [`crate::scenarios::Row::generator`]).
