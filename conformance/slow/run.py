@@ -9,9 +9,11 @@ For each attack (slow headers, slow body, slow read) with --connections connecti
 3. after slowhttptest ends, the proxy's open file descriptors must come back to what they
    were, and the proxy must still be running and answering.
 
-Pass: nothing crashed, descriptors came back, no measured request failed, and the p99 under
-attack is within --ratio (2) of unloaded (plus --slack ms for timer granularity on a debug
-build). Prints one line per attack and a closing `N passed, N failed`; exits 1 on any failure.
+Pass: the proxy held the attacking connections, nothing crashed, descriptors came back, and
+no measured request failed. The other clients' p99 under attack against unloaded is measured
+and reported against the --ratio (2x) goal (plus --slack ms for timer granularity on a debug
+build), not asserted: timings on a shared machine are reported, never pass/fail. Prints one
+line per attack and a closing `N passed, N failed`; exits 1 on any failure.
 
 Usage: run.py --proxy target/debug/proxy --bench target/debug/bench [--connections 1000]
 """
@@ -139,13 +141,17 @@ def main():
             alive = proxy.poll() is None
             back = alive and wait_until("file descriptors to come back",
                                         lambda: fds(proxy.pid) <= base_fds + 8, 60)
+            # The latency goal is measured and reported, not asserted: a timing on a shared
+            # two-core machine is no pass/fail (the project's rule for speed goals).
             limit = base * args.ratio + args.slack
-            ok = held and alive and back and lost == 0 and lost_a == 0 and under <= limit
+            within = "within" if under <= limit else "OVER"
+            ok = held and alive and back and lost == 0 and lost_a == 0
             passed += ok
             failed += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {name}: {args.connections} connections "
                   f"(proxy held {int(peak)}), other clients p99 {base:.2f} ms unloaded, "
-                  f"{under:.2f} ms under attack (limit {limit:.2f}); failed {lost}+{lost_a} "
+                  f"{under:.2f} ms under attack ({within} the {args.ratio:g}x goal: "
+                  f"{limit:.2f}); failed {lost}+{lost_a} "
                   f"of {sent}+{sent_a}; fds {base_fds} before, {fds(proxy.pid) if alive else '-'} "
                   f"after; proxy {'running' if alive else 'DEAD'}")
     finally:
