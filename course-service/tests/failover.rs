@@ -123,3 +123,109 @@ async fn step_downs_and_network_errors_are_retried_once_or_answered_503() {
     assert_eq!(res.status(), 204);
     assert_eq!(app.get(&path).await.status(), 404);
 }
+
+#[tokio::test]
+async fn a_database_crash_during_writes_loses_no_acknowledged_write_and_never_answers_500() {
+    let dir = std::env::temp_dir().join(format!("mc-durable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = shared::testbed::free_port();
+    let mut server = MongoServer::start_durable(port, &dir);
+    let app = std::sync::Arc::new(TestApp::builder().uri(server.uri()).spawn().await);
+
+    // One writer, creating courses one after another until told to stop (bounded: 400
+    // writes, 90 s), keeping what each answer was.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u16, Option<String>)>::new()));
+    let writer = {
+        let (app, stop, answers) = (app.clone(), stop.clone(), answers.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            for n in 0..400 {
+                if stop.load(std::sync::atomic::Ordering::Acquire)
+                    || started.elapsed() > std::time::Duration::from_secs(90)
+                {
+                    break;
+                }
+                let res = post(&app, 100 + n).await;
+                let status = res.status().as_u16();
+                let id = if status == 201 {
+                    let body: Value = res.json().await.unwrap();
+                    Some(body["id"].as_str().unwrap().to_string())
+                } else {
+                    None
+                };
+                answers.lock().unwrap().push((status, id));
+            }
+        })
+    };
+    let count = |status: u16| {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| *s == status)
+            .count()
+    };
+    support::wait_until_async(
+        "20 acknowledged writes",
+        std::time::Duration::from_secs(60),
+        || async { count(201) >= 20 },
+    )
+    .await;
+    server.crash();
+    support::wait_until_async(
+        "a write refused while the database is down",
+        std::time::Duration::from_secs(30),
+        || async { count(503) >= 1 },
+    )
+    .await;
+    let acked_before_restart = count(201);
+    let server = MongoServer::start_durable(port, &dir);
+    support::wait_until_async(
+        "writes acknowledged again",
+        std::time::Duration::from_secs(60),
+        || async { count(201) >= acked_before_restart + 10 },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    writer.await.unwrap();
+
+    let answers = answers.lock().unwrap().clone();
+    let unexpected: Vec<u16> = answers
+        .iter()
+        .map(|(s, _)| *s)
+        .filter(|s| *s != 201 && *s != 503)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "answers other than 201 and 503: {unexpected:?}"
+    );
+    // Every acknowledged course is there, once; nothing is there that was not attempted.
+    let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
+    let stored: Vec<mongodb::bson::Document> = {
+        use futures_util::TryStreamExt;
+        client
+            .database(&app.database)
+            .collection::<mongodb::bson::Document>("courses")
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    let stored_ids: std::collections::HashSet<String> = stored
+        .iter()
+        .map(|d| d.get_object_id("_id").unwrap().to_hex())
+        .collect();
+    assert_eq!(stored_ids.len(), stored.len());
+    let acked: Vec<&String> = answers.iter().filter_map(|(_, id)| id.as_ref()).collect();
+    let lost: Vec<&&String> = acked
+        .iter()
+        .filter(|id| !stored_ids.contains(**id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+    assert!(stored.len() <= answers.len(), "more courses than writes");
+    let _ = std::fs::remove_dir_all(&dir);
+}

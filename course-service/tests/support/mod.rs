@@ -93,6 +93,43 @@ impl MongoServer {
         MongoServer { port, child }
     }
 
+    /// A server keeping its data in `dir`, every commit synced to disk (`--sync-on-commit`,
+    /// as `scripts/up` runs it), so it can crash and come back with what it acknowledged.
+    pub fn start_durable(port: u16, dir: &std::path::Path) -> MongoServer {
+        let exe = secantusd();
+        let dir = dir.to_string_lossy().to_string();
+        let child = spawn_watched(
+            exe.as_os_str(),
+            &[
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--storage-path",
+                &dir,
+                "--sync-on-commit",
+                "--log-level",
+                "WARNING",
+            ],
+        );
+        wait_for_port("SecantusDB", port, true);
+        MongoServer { port, child }
+    }
+
+    /// A crash: SIGKILL to the server process itself (not its watchdog), then waits until
+    /// the port refuses.
+    pub fn crash(&mut self) {
+        let watchdog = self.child.id();
+        for pid in children_of(watchdog) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        wait_for_port("SecantusDB", self.port, false);
+        let _ = self.child.wait();
+    }
+
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
     }
@@ -127,6 +164,22 @@ while kill -0 "$PPID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5;
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.to_string_lossy()))
+}
+
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// SIGTERM, not SIGKILL: the watchdog's trap stops the server before it exits.
