@@ -301,28 +301,35 @@ fn worker_pids(lines: &Mutex<Vec<String>>, n: u16) -> Vec<i32> {
         .collect()
 }
 
-#[test]
-fn cluster_restarts_a_killed_worker_and_drains_on_sigterm() {
-    let base = shared::testbed::free_ports(2);
+/// `course-service cluster --instances n` on free ports with its stderr captured; returns
+/// the process, its log lines and the first port, once every instance is healthy.
+fn start_cluster(n: u16, db: &str) -> (Child, Arc<Mutex<Vec<String>>>, u16) {
+    let base = shared::testbed::free_ports(n);
     let mut cluster = course_service()
         .args([
             "cluster",
             "--instances",
-            "2",
+            &n.to_string(),
             "--base-port",
             &base.to_string(),
         ])
         .arg("--config")
-        .arg(config_for(&unique_db("cluster")))
+        .arg(config_for(&unique_db(db)))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let logs = capture_stderr(&mut cluster);
     wait_until(
-        "both workers to be healthy",
+        "every worker to be healthy",
         Duration::from_secs(30),
-        || healthy(base) && healthy(base + 1),
+        || (0..n).all(|i| healthy(base + i)),
     );
+    (cluster, logs, base)
+}
+
+#[test]
+fn cluster_restarts_a_killed_worker_and_drains_on_sigterm() {
+    let (mut cluster, logs, base) = start_cluster(2, "cluster");
 
     let first_pid = worker_pids(&logs, 1)[0];
     kill(Pid::from_raw(first_pid), Signal::SIGKILL).unwrap();
@@ -420,24 +427,7 @@ impl Client {
 
 #[test]
 fn a_sighup_reload_replaces_every_worker_without_refusing_or_failing_a_request() {
-    let base = shared::testbed::free_ports(2);
-    let mut cluster = course_service()
-        .args([
-            "cluster",
-            "--instances",
-            "2",
-            "--base-port",
-            &base.to_string(),
-        ])
-        .arg("--config")
-        .arg(config_for(&unique_db("reload")))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = capture_stderr(&mut cluster);
-    wait_until("both workers to be ready", Duration::from_secs(30), || {
-        healthy(base) && healthy(base + 1)
-    });
+    let (mut cluster, logs, base) = start_cluster(2, "reload");
     let before = [worker_pids(&logs, 1), worker_pids(&logs, 2)];
 
     // Readers and writers on both ports, each on its own keep-alive connection, until the

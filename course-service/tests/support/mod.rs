@@ -72,46 +72,34 @@ impl MongoServer {
 
     /// Starts a server on `port` (to bring a stopped one back where it was).
     pub fn start_on(port: u16) -> MongoServer {
-        let exe = secantusd();
-        let child = spawn_watched(
-            exe.as_os_str(),
-            &[
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--storage-path",
-                ":memory:",
-                "--log-level",
-                "WARNING",
-                // `configureFailPoint`: the failover tests stage primary step-downs and
-                // network errors with it, against the real driver.
-                "--enable-test-commands",
-            ],
-        );
-        wait_for_port("SecantusDB", port, true);
-        MongoServer { port, child }
+        // `configureFailPoint`: the failover tests stage primary step-downs and network
+        // errors with it, against the real driver.
+        MongoServer::start_with(
+            port,
+            &["--storage-path", ":memory:", "--enable-test-commands"],
+        )
     }
 
     /// A server keeping its data in `dir`, every commit synced to disk (`--sync-on-commit`,
     /// as `scripts/up` runs it), so it can crash and come back with what it acknowledged.
     pub fn start_durable(port: u16, dir: &std::path::Path) -> MongoServer {
-        let exe = secantusd();
         let dir = dir.to_string_lossy().to_string();
-        let child = spawn_watched(
-            exe.as_os_str(),
-            &[
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--storage-path",
-                &dir,
-                "--sync-on-commit",
-                "--log-level",
-                "WARNING",
-            ],
-        );
+        MongoServer::start_with(port, &["--storage-path", &dir, "--sync-on-commit"])
+    }
+
+    fn start_with(port: u16, storage: &[&str]) -> MongoServer {
+        let exe = secantusd();
+        let port_text = port.to_string();
+        let mut args = vec![
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port_text,
+            "--log-level",
+            "WARNING",
+        ];
+        args.extend_from_slice(storage);
+        let child = spawn_watched(exe.as_os_str(), &args);
         wait_for_port("SecantusDB", port, true);
         MongoServer { port, child }
     }
