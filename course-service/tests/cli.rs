@@ -327,6 +327,17 @@ fn start_cluster(n: u16, db: &str) -> (Child, Arc<Mutex<Vec<String>>>, u16) {
     (cluster, logs, base)
 }
 
+/// SIGTERM to the cluster; its exit status once every worker has drained.
+fn stop_cluster(cluster: &mut Child) -> std::process::ExitStatus {
+    signal(cluster, Signal::SIGTERM);
+    let mut status = None;
+    wait_until("the cluster to exit", Duration::from_secs(30), || {
+        status = cluster.try_wait().unwrap();
+        status.is_some()
+    });
+    status.expect("exited")
+}
+
 #[test]
 fn cluster_restarts_a_killed_worker_and_drains_on_sigterm() {
     let (mut cluster, logs, base) = start_cluster(2, "cluster");
@@ -339,13 +350,7 @@ fn cluster_restarts_a_killed_worker_and_drains_on_sigterm() {
     assert_ne!(worker_pids(&logs, 1)[1], first_pid);
     assert_eq!(worker_pids(&logs, 2).len(), 1, "worker 2 was left alone");
 
-    signal(&cluster, Signal::SIGTERM);
-    let mut status = None;
-    wait_until("the cluster to exit", Duration::from_secs(30), || {
-        status = cluster.try_wait().unwrap();
-        status.is_some()
-    });
-    assert!(status.unwrap().success());
+    assert!(stop_cluster(&mut cluster).success());
     assert!(refuses(base) && refuses(base + 1), "workers left running");
 }
 
@@ -505,13 +510,7 @@ fn a_sighup_reload_replaces_every_worker_without_refusing_or_failing_a_request()
         "served after the restart"
     );
 
-    signal(&cluster, Signal::SIGTERM);
-    let mut status = None;
-    wait_until("the cluster to exit", Duration::from_secs(30), || {
-        status = cluster.try_wait().unwrap();
-        status.is_some()
-    });
-    assert!(status.unwrap().success());
+    assert!(stop_cluster(&mut cluster).success());
 }
 
 // ===== backups =====
