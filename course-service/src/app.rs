@@ -15,6 +15,7 @@ use crate::cache::CatalogCache;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::readmodel::ReadModel;
 use crate::routes;
 use crate::store::CourseStore;
 
@@ -24,6 +25,10 @@ pub struct AppState {
     pub store: CourseStore,
     /// The catalogue cache; every write invalidates it.
     pub cache: CatalogCache,
+    /// The catalogue in memory, answering reads while it follows the change stream.
+    pub model: ReadModel,
+    /// How long the last known catalogue may be served while the database is down.
+    pub stale_window: Duration,
     pub metrics: Metrics,
     /// The bearer token writes must present; `None` disables writes.
     pub admin_token: Option<Arc<str>>,
@@ -46,6 +51,8 @@ impl AppState {
         let metrics = Metrics::new();
         Ok(AppState {
             cache: CatalogCache::new(&config.cache, &metrics)?,
+            model: ReadModel::new(config.read_model, &metrics),
+            stale_window: config.cache.stale_window,
             store: CourseStore::new(
                 client,
                 &config.database,

@@ -39,6 +39,22 @@ pub struct FileConfig {
     pub mongodb: MongoSection,
     pub http: HttpSection,
     pub cache: CacheSection,
+    pub read_model: ReadModelSection,
+}
+
+/// `[read_model]`: the catalogue held in memory and answering reads (`readmodel`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadModelSection {
+    /// `false` answers every read from the database through the cache: for a catalogue too
+    /// large for an instance's memory.
+    pub enabled: bool,
+}
+
+impl Default for ReadModelSection {
+    fn default() -> Self {
+        ReadModelSection { enabled: true }
+    }
 }
 
 /// `[cache]`: the catalogue cache.
@@ -175,6 +191,8 @@ pub struct Config {
     /// Bearer token required for writes; `None` refuses every write.
     pub admin_token: Option<String>,
     pub cache: CacheSettings,
+    /// Reads are answered from an in-memory read model of the catalogue.
+    pub read_model: bool,
 }
 
 /// The environment variables the service reads, captured once so tests can pass their own.
@@ -292,6 +310,7 @@ impl Config {
             shutdown_grace: positive("http.shutdown_grace", h.shutdown_grace)?,
             admin_token,
             cache: cache_settings(&file.cache, origin, env, &database)?,
+            read_model: file.read_model.enabled,
             database,
         })
     }

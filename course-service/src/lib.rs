@@ -18,6 +18,7 @@ pub mod extract;
 pub mod metrics;
 pub mod model;
 pub mod query;
+pub mod readmodel;
 pub mod routes;
 pub mod seed;
 pub mod server;

@@ -49,6 +49,15 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Add COUNT generated courses (deterministic for a SEED; for benchmarks and trials).
+    /// Running it again with the same seed adds nothing.
+    Generate {
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Write every course to FILE: MongoDB Extended JSON, one document per line.
     Export {
         file: PathBuf,
@@ -93,6 +102,11 @@ async fn main() -> ExitCode {
             }
         }
         Command::Seed { file, config } => run_seed(file, config).await,
+        Command::Generate {
+            count,
+            seed,
+            config,
+        } => run_generate(count, seed, config).await,
         Command::Export { file, config } => run_export(file, config).await,
         Command::Import { file, config } => run_import(file, config).await,
     };
@@ -145,6 +159,23 @@ async fn open_store(
     let metrics = course_service::metrics::Metrics::new();
     let st = store::CourseStore::new(&client, &cfg.database, cfg.operation_timeout, metrics);
     Ok((cfg, client, st))
+}
+
+async fn run_generate(count: usize, seed: u64, config: Option<PathBuf>) -> Result<(), String> {
+    let (cfg, client, st) = open_store(config).await?;
+    let started = std::time::Instant::now();
+    let inserted = seed::load_synthetic(&st, seed::synthetic(count, seed)).await?;
+    if inserted > 0 {
+        let metrics = course_service::metrics::Metrics::new();
+        CatalogCache::new(&cfg.cache, &metrics)?.invalidate().await;
+    }
+    println!(
+        "generated {count} courses (seed {seed}): {inserted} new, {} already present, in {:.1?}",
+        count as u64 - inserted,
+        started.elapsed()
+    );
+    client.shutdown().await;
+    Ok(())
 }
 
 async fn run_export(file: PathBuf, config: Option<PathBuf>) -> Result<(), String> {

@@ -30,6 +30,19 @@ pub struct Metrics {
     /// `cache_generation`: the catalogue generation entries are keyed by (instances sharing
     /// Redis agree on it once every bump has reached them).
     pub cache_generation: IntGauge,
+    /// `read_model_courses`: courses in this instance's read model.
+    pub model_courses: IntGauge,
+    /// `read_model_following`: 1 while the read model follows the change stream (reads are
+    /// answered from it), else 0.
+    pub model_following: IntGauge,
+    /// `read_model_events_total{kind}`: change events applied (insert, update, replace,
+    /// delete).
+    pub model_events: IntCounterVec,
+    /// `read_model_loads_total{reason}`: full loads from the database (start, history_lost,
+    /// invalidated).
+    pub model_loads: IntCounterVec,
+    /// `read_model_load_seconds`: how long the last full load took.
+    pub model_load_seconds: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -82,8 +95,41 @@ impl Metrics {
             "The catalogue generation cached entries are keyed by",
         )
         .expect("valid metric");
+        let model_courses =
+            IntGauge::new("read_model_courses", "Courses in the read model").expect("valid metric");
+        let model_following = IntGauge::new(
+            "read_model_following",
+            "1 while the read model follows the change stream and answers reads",
+        )
+        .expect("valid metric");
+        let model_events = IntCounterVec::new(
+            Opts::new(
+                "read_model_events_total",
+                "Change events applied to the read model",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let model_loads = IntCounterVec::new(
+            Opts::new(
+                "read_model_loads_total",
+                "Full loads of the read model from the database",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let model_load_seconds = prometheus::Gauge::new(
+            "read_model_load_seconds",
+            "Duration of the last full load of the read model",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(cache_events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(model_courses.clone()),
+            Box::new(model_following.clone()),
+            Box::new(model_events.clone()),
+            Box::new(model_loads.clone()),
+            Box::new(model_load_seconds.clone()),
             Box::new(cache_generation.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
@@ -102,6 +148,11 @@ impl Metrics {
             db_errors,
             cache_events,
             cache_generation,
+            model_courses,
+            model_following,
+            model_events,
+            model_loads,
+            model_load_seconds,
         }
     }
 

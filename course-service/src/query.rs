@@ -27,8 +27,9 @@ pub struct Sort {
     pub descending: bool,
 }
 
-/// The whitelist: public sort name → stored field.
-const SORTABLE: [(&str, &str); 5] = [
+/// The whitelist: public sort name → stored field. The read model keeps one ordered index per
+/// entry, in this order ([`Sort::position`]), and the database one index per entry.
+pub const SORTABLE: [(&str, &str); 5] = [
     ("title", "title_key"),
     ("created_at", "created_at"),
     ("updated_at", "updated_at"),
@@ -52,6 +53,14 @@ impl Sort {
                 field,
                 descending,
             })
+    }
+
+    /// Where this sort's field is in [`SORTABLE`].
+    pub fn position(self) -> usize {
+        SORTABLE
+            .iter()
+            .position(|(key, _)| *key == self.key)
+            .expect("a Sort is only built from SORTABLE")
     }
 
     /// The MongoDB sort document, with `_id` as tie-breaker so pages never overlap.

@@ -87,7 +87,18 @@ pub async fn run(
     let state = AppState::new(&config, &client)?;
     let background = [
         tokio::spawn(state.clone().ensure_indexes_until_done()),
-        tokio::spawn(state.cache.clone().follow_changes(state.store.clone())),
+        tokio::spawn(
+            state
+                .cache
+                .clone()
+                .follow_changes(state.store.clone(), state.model.is_enabled()),
+        ),
+        tokio::spawn(
+            state
+                .model
+                .clone()
+                .follow(state.store.clone(), state.cache.clone()),
+        ),
     ];
     if state.admin_token.is_none() {
         tracing::warn!("MC_ADMIN_TOKEN is not set: every write will be refused with 403");

@@ -15,8 +15,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use mongodb::bson::{doc, oid::ObjectId, DateTime};
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
+use mongodb::change_stream::ChangeStream;
 use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::FullDocumentType;
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 use tokio::time::Instant;
@@ -136,11 +139,17 @@ impl CourseStore {
                 .keys(doc! { "level": 1, "created_at": -1 })
                 .options(named("level_created_at"))
                 .build(),
-            IndexModel::builder()
-                .keys(doc! { "created_at": -1, "_id": -1 })
-                .options(named("created_at"))
-                .build(),
         ];
+        // One index per sort the API offers, in the order it sorts (`_id` breaks ties), so a
+        // sorted page is an index walk, not a sort of the collection.
+        let sorts = crate::query::SORTABLE.map(|(_, field)| {
+            IndexModel::builder()
+                .keys(doc! { field: 1, "_id": 1 })
+                .options(named(&format!("sort_{field}")))
+                .build()
+        });
+        let mut indexes = indexes;
+        indexes.extend(sorts);
         self.timed("create_indexes", |c| async move {
             c.create_indexes(indexes).await
         })
@@ -163,6 +172,36 @@ impl CourseStore {
             .max_await_time(Duration::from_millis(500))
             .await
             .map_err(|e| self.classify("watch", e))
+    }
+
+    /// Opens the change stream the read model follows: every event on `courses`, updates
+    /// with the document as it is now, starting after `resume` when given (a token from an
+    /// earlier stream).
+    pub async fn follow(
+        &self,
+        resume: Option<ResumeToken>,
+    ) -> mongodb::error::Result<ChangeStream<ChangeStreamEvent<Document>>> {
+        // The follower needs the server's error code (a resume token too old is not retried
+        // like a network error), so the error is not classified.
+        self.db
+            .collection::<Document>(COLLECTION)
+            .watch()
+            .full_document(FullDocumentType::UpdateLookup)
+            .resume_after(resume)
+            .max_await_time(Duration::from_millis(500))
+            .await
+    }
+
+    /// Every course, in `_id` order, as raw documents (the read model's load). Not bounded by
+    /// the operation timeout: a large catalogue takes what it takes.
+    pub async fn scan(&self) -> Result<mongodb::Cursor<Document>, StoreError> {
+        self.db
+            .collection::<Document>(COLLECTION)
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .batch_size(2000)
+            .await
+            .map_err(|e| self.classify("scan", e))
     }
 
     /// Round-trips a `ping` within `deadline`: the readiness check.
@@ -207,7 +246,12 @@ impl CourseStore {
             Ok(items)
         });
         let count = self.timed("count", move |c| async move {
-            c.count_documents(filter).max_time(max_time).await
+            if filter.is_empty() {
+                // The collection's size, from its metadata: no scan.
+                c.estimated_document_count().max_time(max_time).await
+            } else {
+                c.count_documents(filter).max_time(max_time).await
+            }
         });
         let (items, total) = tokio::try_join!(find, count)?;
         Ok((items, total))
@@ -246,6 +290,28 @@ impl CourseStore {
         )
         .await?;
         Ok(doc)
+    }
+
+    /// Inserts `docs` as they are, unordered; a document whose `_id`, slug or title is
+    /// already taken is skipped. Returns how many were inserted (`course-service generate`).
+    pub async fn insert_new(&self, docs: Vec<CourseDoc>) -> Result<u64, StoreError> {
+        let n = docs.len() as u64;
+        let res = self.courses.insert_many(docs).ordered(false).await;
+        match res {
+            Ok(r) => Ok(r.inserted_ids.len() as u64),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(m)
+                    if m.write_concern_error.is_none()
+                        && m.write_errors.as_ref().is_some_and(|errors| {
+                            errors.iter().all(|w| w.code == DUPLICATE_KEY)
+                        }) =>
+                {
+                    let skipped = m.write_errors.as_ref().map_or(0, Vec::len) as u64;
+                    Ok(n - skipped)
+                }
+                _ => Err(self.classify("insert_many", e)),
+            },
+        }
     }
 
     /// Every course as stored, in `_id` order (`course-service export`). Not bounded by the

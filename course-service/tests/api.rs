@@ -702,7 +702,15 @@ async fn health_readiness_and_metrics() {
         ),
         "{text}"
     );
-    assert!(text.contains("course_service_db_operation_duration_seconds_bucket{op=\"find\""));
+    // The listing came from the read model, which follows the database.
+    assert!(
+        text.contains("course_service_read_model_following 1"),
+        "{text}"
+    );
+    assert!(text.contains("course_service_read_model_loads_total{reason=\"start\"} 1"));
+    assert!(
+        text.contains("course_service_db_operation_duration_seconds_bucket{op=\"create_indexes\"")
+    );
     assert!(text.contains("course_service_http_request_duration_seconds_bucket"));
 }
 

@@ -1,6 +1,9 @@
 //! The catalogue cache, against real SecantusDB: freshness across instances through the
 //! change stream, one query for concurrent misses, ETag/304 and canonical keys, stale
 //! serving while the database is down and recovery when it is back.
+//!
+//! The cache is the read path when the read model is off, or not following (loading, its
+//! stream broken): these instances run without it (`tests/readmodel.rs` covers it).
 
 mod support;
 
@@ -16,9 +19,21 @@ use support::{
 async fn a_write_through_one_instance_is_seen_through_the_others_at_once() {
     let db = unique_db("fresh");
     let apps = [
-        TestApp::builder().database(&db).spawn().await,
-        TestApp::builder().database(&db).spawn().await,
-        TestApp::builder().database(&db).spawn().await,
+        TestApp::builder()
+            .without_read_model()
+            .database(&db)
+            .spawn()
+            .await,
+        TestApp::builder()
+            .without_read_model()
+            .database(&db)
+            .spawn()
+            .await,
+        TestApp::builder()
+            .without_read_model()
+            .database(&db)
+            .spawn()
+            .await,
     ];
     write_is_seen_everywhere("memory", &apps).await;
 }
@@ -29,16 +44,19 @@ async fn with_redis_a_write_through_one_instance_is_seen_through_the_others_at_o
     let db = unique_db("rfresh");
     let apps = [
         TestApp::builder()
+            .without_read_model()
             .database(&db)
             .redis(redis.url())
             .spawn()
             .await,
         TestApp::builder()
+            .without_read_model()
             .database(&db)
             .redis(redis.url())
             .spawn()
             .await,
         TestApp::builder()
+            .without_read_model()
             .database(&db)
             .redis(redis.url())
             .spawn()
@@ -116,7 +134,7 @@ async fn write_is_seen_everywhere(backend: &str, apps: &[TestApp]) {
 
 #[tokio::test]
 async fn concurrent_misses_for_one_listing_run_one_query() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().without_read_model().spawn().await;
     app.create(course(1)).await;
     app.wait_cache_ready().await;
     twenty_misses_one_query(&app, "/api/courses?tag=testing&sort=title").await;
@@ -129,6 +147,7 @@ async fn with_redis_concurrent_misses_run_one_query_and_other_instances_share_th
     // No in-process tier: every read goes to Redis.
     let spawn = || {
         TestApp::builder()
+            .without_read_model()
             .database(&db)
             .redis(redis.url())
             .local_entries(0)
@@ -200,7 +219,11 @@ async fn twenty_misses_one_query(app: &TestApp, path: &str) {
 
 #[tokio::test]
 async fn with_the_cache_disabled_every_read_goes_to_the_database() {
-    let app = TestApp::builder().without_cache().spawn().await;
+    let app = TestApp::builder()
+        .without_read_model()
+        .without_cache()
+        .spawn()
+        .await;
     app.create(course(1)).await;
     let before = db_finds(&app).await;
     for _ in 0..3 {
@@ -230,7 +253,7 @@ async fn db_finds(app: &TestApp) -> u64 {
 
 #[tokio::test]
 async fn etags_answer_304_and_parameter_order_does_not_split_the_cache() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().without_read_model().spawn().await;
     app.create(course(1)).await;
     app.wait_cache_ready().await;
     // The change stream's echo of the create bumps the generation when it arrives, which
@@ -280,6 +303,7 @@ async fn etags_answer_304_and_parameter_order_does_not_split_the_cache() {
 async fn with_the_database_down_the_listing_is_served_stale_and_recovers() {
     let mut mongo = MongoServer::start();
     let app = TestApp::builder()
+        .without_read_model()
         .uri(mongo.uri())
         .server_selection_timeout(Duration::from_millis(500))
         .spawn()
@@ -340,7 +364,11 @@ async fn with_the_database_down_the_listing_is_served_stale_and_recovers() {
 #[tokio::test]
 async fn with_redis_down_reads_and_writes_go_on_and_caching_resumes_when_it_is_back() {
     let mut redis = RedisServer::start();
-    let app = TestApp::builder().redis(redis.url()).spawn().await;
+    let app = TestApp::builder()
+        .without_read_model()
+        .redis(redis.url())
+        .spawn()
+        .await;
     app.create(course(1)).await;
     app.wait_cache_ready().await;
     app.get("/api/courses").await;
@@ -380,7 +408,11 @@ async fn with_redis_down_reads_and_writes_go_on_and_caching_resumes_when_it_is_b
 #[tokio::test]
 async fn with_redis_hung_reads_go_to_the_database_and_caching_resumes_when_it_thaws() {
     let redis = RedisServer::start();
-    let app = TestApp::builder().redis(redis.url()).spawn().await;
+    let app = TestApp::builder()
+        .without_read_model()
+        .redis(redis.url())
+        .spawn()
+        .await;
     app.create(course(1)).await;
     app.wait_cache_ready().await;
 

@@ -63,6 +63,8 @@ pub enum Source {
     Bypass,
     /// The database is unreachable: the last good answer, past its freshness.
     Stale,
+    /// Answered from the read model (`readmodel`), which follows every write.
+    Model,
 }
 
 impl Source {
@@ -72,6 +74,7 @@ impl Source {
             Source::Miss => "MISS",
             Source::Bypass => "BYPASS",
             Source::Stale => "STALE",
+            Source::Model => "MODEL",
         }
     }
 }
@@ -253,7 +256,13 @@ impl CatalogCache {
         self.inner.generation_gauge.set(gauge_value(current));
     }
 
-    fn set_watching(&self, live: bool) {
+    /// Whether this cache learns of writes from the MongoDB change stream (the memory
+    /// backend); the read model's follower then drives it.
+    pub(crate) fn follows_change_stream(&self) -> bool {
+        self.inner.enabled && self.inner.redis.is_none()
+    }
+
+    pub(crate) fn set_watching(&self, live: bool) {
         self.inner.watching.store(live, Ordering::Release);
     }
 
@@ -347,13 +356,14 @@ impl CatalogCache {
 
     /// Follows catalogue changes for as long as the process lives (the change stream for the
     /// memory backend, the Redis subscription for the Redis one). While the follower is down
-    /// the cache is bypassed; it is re-established with back-off.
-    pub async fn follow_changes(self, store: CourseStore) {
+    /// the cache is bypassed; it is re-established with back-off. With `read_model`, the read
+    /// model follows the change stream and drives the memory backend itself.
+    pub async fn follow_changes(self, store: CourseStore, read_model: bool) {
         if !self.inner.enabled {
             tracing::info!("catalogue cache disabled ([cache] enabled = false)");
         } else if self.inner.redis.is_some() {
             self.follow_redis().await
-        } else {
+        } else if !read_model {
             self.follow_change_stream(store).await
         }
     }
@@ -453,31 +463,31 @@ impl CatalogCache {
 }
 
 /// Re-establishing a follower: 100 ms doubling to 5 s; a failure is logged once per outage.
-struct Backoff {
+pub(crate) struct Backoff {
     delay: Duration,
     reported: bool,
 }
 
 impl Backoff {
-    fn new() -> Backoff {
+    pub(crate) fn new() -> Backoff {
         Backoff {
             delay: Duration::from_millis(100),
             reported: false,
         }
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = Backoff::new();
     }
 
-    fn report(&mut self, error: &dyn std::fmt::Display, what: &str) {
+    pub(crate) fn report(&mut self, error: &dyn std::fmt::Display, what: &str) {
         if !self.reported {
-            tracing::warn!(error = %error, "{what}; cache bypassed, retrying");
+            tracing::warn!(error = %error, "{what}; retrying (meanwhile reads bypass it)");
             self.reported = true;
         }
     }
 
-    async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::time::sleep(self.delay).await;
         self.delay = (self.delay * 2).min(Duration::from_secs(5));
     }

@@ -16,15 +16,17 @@ use crate::error::ApiError;
 use crate::extract::{AdminAuth, IfMatch, JsonBody};
 use crate::model::{Course, CourseDoc, CourseInput, CoursePatch, Draft};
 use crate::query::{ListQuery, QueryError};
-use crate::store::{parse_id, Conditional, CourseStore, StoreError};
+use crate::readmodel::Page;
+use crate::store::{parse_id, Conditional, StoreError};
 use bytes::Bytes;
+use std::sync::Arc;
 
 const COLLECTION_PATH: &str = "/api/courses";
 
 /// A page of the listing.
 #[derive(Serialize)]
-pub struct Listing {
-    pub items: Vec<Course>,
+pub struct Listing<T> {
+    pub items: Vec<T>,
     /// Courses matching the filters, over all pages.
     pub total: u64,
     pub page: u32,
@@ -45,7 +47,55 @@ pub struct Links {
     pub next: Option<String>,
 }
 
-/// `GET /api/courses`, through the cache (keyed by the canonical query).
+impl<T: Serialize> Listing<T> {
+    fn new(query: &ListQuery, items: Vec<T>, total: u64) -> Listing<T> {
+        let pages = total.div_ceil(u64::from(query.per_page)).max(1);
+        let last = u32::try_from(pages).unwrap_or(u32::MAX);
+        let link = |page: u32| format!("{COLLECTION_PATH}?{}", query.with_page(page));
+        let links = Links {
+            this: link(query.page),
+            first: link(1),
+            last: link(last),
+            prev: (query.page > 1).then(|| link((query.page - 1).min(last))),
+            next: (query.page < last).then(|| link(query.page + 1)),
+        };
+        Listing {
+            items,
+            total,
+            page: query.page,
+            per_page: query.per_page,
+            pages,
+            links,
+        }
+    }
+
+    /// The JSON body, tagged with a hash of its bytes.
+    fn render(&self) -> Result<Cached, StoreError> {
+        let body = serde_json::to_vec(self).map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok(Cached::hashed(Bytes::from(body)))
+    }
+}
+
+/// A page of the read model as the listing body.
+fn render_page(query: &ListQuery, page: &Page) -> Result<Cached, ApiError> {
+    let items: Vec<&Course> = page.items.iter().map(|c| &**c).collect();
+    Listing::new(query, items, page.total)
+        .render()
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// A course of the read model as the item body, or 404.
+fn render_course(id: &str, found: Option<Arc<Course>>) -> Result<Cached, ApiError> {
+    let course = found.ok_or_else(|| not_found(id))?;
+    let body = serde_json::to_vec(&*course).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Cached {
+        etag: course.etag(),
+        body: Bytes::from(body),
+    })
+}
+
+/// `GET /api/courses`: from the read model while it follows the database, else through the
+/// cache (keyed by the canonical query).
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -55,52 +105,55 @@ pub async fn list(
         QueryError::Malformed(m) => ApiError::BadRequest(format!("bad query string: {m}")),
         QueryError::Invalid(errors) => ApiError::Validation(errors),
     })?;
+    if let Some(page) = state.model.list(&query) {
+        let body = render_page(&query, &page)?;
+        return Ok(cached_response(&headers, &body, Source::Model));
+    }
     let key = format!("list|{}", query.canonical());
     let store = state.store.clone();
-    let (cached, source) = state
+    let db_query = query.clone();
+    let loaded = state
         .cache
         .get_or_load(&key, || async move {
-            let listing = load_listing(&store, &query).await?;
-            let body = serde_json::to_vec(&listing)
-                .map_err(|e| LoadError::Store(StoreError::Other(e.to_string())))?;
-            Ok(Cached::hashed(Bytes::from(body)))
+            let (docs, total) = store.list(&db_query).await?;
+            let items = docs.into_iter().map(Course::from).collect();
+            Ok(Listing::new(&db_query, items, total).render()?)
         })
-        .await
-        .map_err(|e| load_error(&e, ""))?;
-    Ok(cached_response(&headers, &cached, source))
+        .await;
+    match loaded {
+        Ok((cached, source)) => Ok(cached_response(&headers, &cached, source)),
+        Err(e) => match (
+            unreachable(&e),
+            state.model.list_stale(&query, state.stale_window),
+        ) {
+            (true, Some(page)) => {
+                let body = render_page(&query, &page)?;
+                Ok(cached_response(&headers, &body, Source::Stale))
+            }
+            _ => Err(load_error(&e, "")),
+        },
+    }
 }
 
-async fn load_listing(store: &CourseStore, query: &ListQuery) -> Result<Listing, StoreError> {
-    let (docs, total) = store.list(query).await?;
-    let pages = total.div_ceil(u64::from(query.per_page)).max(1);
-    let last = u32::try_from(pages).unwrap_or(u32::MAX);
-    let link = |page: u32| format!("{COLLECTION_PATH}?{}", query.with_page(page));
-    let links = Links {
-        this: link(query.page),
-        first: link(1),
-        last: link(last),
-        prev: (query.page > 1).then(|| link((query.page - 1).min(last))),
-        next: (query.page < last).then(|| link(query.page + 1)),
-    };
-    Ok(Listing {
-        items: docs.into_iter().map(Course::from).collect(),
-        total,
-        page: query.page,
-        per_page: query.per_page,
-        pages,
-        links,
-    })
+/// The database could not be reached: the last known catalogue may stand in.
+fn unreachable(e: &LoadError) -> bool {
+    matches!(e, LoadError::Store(StoreError::Unavailable(_)))
 }
 
-/// `GET /api/courses/{id}`, through the cache.
+/// `GET /api/courses/{id}`: from the read model while it follows the database, else through
+/// the cache.
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let oid = course_id(&id)?;
+    if let Some(found) = state.model.get(&oid) {
+        let body = render_course(&id, found)?;
+        return Ok(cached_response(&headers, &body, Source::Model));
+    }
     let store = state.store.clone();
-    let (cached, source) = state
+    let loaded = state
         .cache
         .get_or_load(&format!("course|{oid}"), || async move {
             let doc = store.get(oid).await?.ok_or(LoadError::NotFound)?;
@@ -112,9 +165,20 @@ pub async fn get_one(
                 body: Bytes::from(body),
             })
         })
-        .await
-        .map_err(|e| load_error(&e, &id))?;
-    Ok(cached_response(&headers, &cached, source))
+        .await;
+    match loaded {
+        Ok((cached, source)) => Ok(cached_response(&headers, &cached, source)),
+        Err(e) => match (
+            unreachable(&e),
+            state.model.get_stale(&oid, state.stale_window),
+        ) {
+            (true, Some(found)) => {
+                let body = render_course(&id, found)?;
+                Ok(cached_response(&headers, &body, Source::Stale))
+            }
+            _ => Err(load_error(&e, &id)),
+        },
+    }
 }
 
 /// Readers may keep a copy but must revalidate it (a 304 is cheap): the catalogue changes
@@ -171,8 +235,10 @@ pub async fn create(
     let valid = Draft::from(input)
         .validate()
         .map_err(ApiError::Validation)?;
-    let course = Course::from(state.store.insert(valid).await?);
+    let doc = state.store.insert(valid).await?;
     state.cache.invalidate().await;
+    state.model.show_write(doc.id, Some(doc.version)).await;
+    let course = Course::from(doc);
     tracing::info!(id = %course.id, slug = %course.slug, "course created");
     let location = format!("{COLLECTION_PATH}/{}", course.id);
     let mut res = with_etag(StatusCode::CREATED, course);
@@ -232,6 +298,7 @@ async fn update(
     match state.store.update(oid, current.version, valid).await? {
         Conditional::Done(doc) => {
             state.cache.invalidate().await;
+            state.model.show_write(oid, Some(doc.version)).await;
             let course = Course::from(doc);
             tracing::info!(id = %course.id, version = course.version, "course updated");
             Ok(with_etag(StatusCode::OK, course))
@@ -268,6 +335,7 @@ pub async fn delete(
     match state.store.delete(oid, version).await? {
         Conditional::Done(()) => {
             state.cache.invalidate().await;
+            state.model.show_write(oid, None).await;
             tracing::info!(%id, "course deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         }

@@ -26,8 +26,8 @@ fn draining() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(report)).into_response()
 }
 
-/// Ready: the database answers a ping within the readiness deadline and the indexes exist
-/// (and the instance is not draining).
+/// Ready: the database answers a ping within the readiness deadline, the indexes exist and
+/// the read model is loaded (and the instance is not draining).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         return draining();
@@ -53,7 +53,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         },
         error: (!state.indexes_ready()).then(|| "not created yet; retrying".into()),
     };
-    let report = Report::from_checks(vec![mongodb, indexes]);
+    let read_model = Check {
+        name: "read_model".into(),
+        status: if state.model.is_loaded() {
+            Status::Ok
+        } else {
+            Status::Unavailable
+        },
+        error: (!state.model.is_loaded()).then(|| "loading the catalogue into memory".into()),
+    };
+    let report = Report::from_checks(vec![mongodb, indexes, read_model]);
     let status = StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::OK);
     (status, Json(report)).into_response()
 }

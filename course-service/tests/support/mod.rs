@@ -293,6 +293,7 @@ pub struct AppBuilder {
     redis_url: Option<String>,
     local_entries: Option<u64>,
     cache_enabled: bool,
+    read_model: bool,
 }
 
 /// A course-service running in-process on a free port, against its own database.
@@ -314,6 +315,7 @@ impl TestApp {
             redis_url: None,
             local_entries: None,
             cache_enabled: true,
+            read_model: true,
         }
     }
 
@@ -403,6 +405,12 @@ impl AppBuilder {
         self
     }
 
+    /// `[read_model] enabled = false`: reads go to the database through the cache.
+    pub fn without_read_model(mut self) -> Self {
+        self.read_model = false;
+        self
+    }
+
     /// `[cache] enabled = false`.
     pub fn without_cache(mut self) -> Self {
         self.cache_enabled = false;
@@ -440,6 +448,7 @@ impl AppBuilder {
             file.cache.local_max_entries = n;
         }
         file.cache.enabled = self.cache_enabled;
+        file.read_model.enabled = self.read_model;
         Config::resolve(
             file,
             std::path::Path::new("<test>"),
@@ -459,7 +468,26 @@ impl AppBuilder {
                 .indexes_ready
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        tokio::spawn(state.cache.clone().follow_changes(state.store.clone()));
+        tokio::spawn(
+            state
+                .cache
+                .clone()
+                .follow_changes(state.store.clone(), state.model.is_enabled()),
+        );
+        tokio::spawn(
+            state
+                .model
+                .clone()
+                .follow(state.store.clone(), state.cache.clone()),
+        );
+        if state.indexes_ready() && state.model.is_enabled() {
+            let model = state.model.clone();
+            wait_until_async("the read model to follow", Duration::from_secs(30), || {
+                let following = model.is_following();
+                async move { following }
+            })
+            .await;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

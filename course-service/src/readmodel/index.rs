@@ -1,0 +1,477 @@
+//! The read model's data: every course, and the indexes a listing query walks.
+//!
+//! - Each course sits in a *slot* (a small integer, reused after a delete), so sets of courses
+//!   are compressed bitmaps ([`RoaringBitmap`]) and filters are bitmap intersections.
+//! - One ordered set per sortable field holds `(value, _id, slot)`: the database's order
+//!   (`{field: dir, _id: dir}`, byte-wise strings), walked forwards or backwards.
+//! - `tag` and `level` are bitmaps per value.
+//! - `q` (case-insensitive substring of title, description or instructor, the database's
+//!   escaped `$regex` with option `i`) uses a trigram index: a course can only contain the
+//!   lower-cased search text if it contains each of its three-byte windows, so the postings of
+//!   those windows, intersected, are the candidates, and each candidate is then checked
+//!   exactly. Texts shorter than three bytes are checked against every course.
+//!
+//! A page is then either a walk of the ordered set (skipping courses the filter drops), or,
+//! when the filter keeps few courses, a partial sort of just those: whichever touches fewer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use memchr::memmem;
+use mongodb::bson::oid::ObjectId;
+use roaring::RoaringBitmap;
+
+use crate::model::{Course, CourseDoc, Level};
+use crate::query::{ListQuery, SORTABLE};
+
+/// A filter keeping at most 1/`SELECTIVE` of the catalogue is sorted rather than walked.
+const SELECTIVE: u64 = 16;
+
+/// Stop intersecting trigram postings once this few candidates are left: checking them is
+/// cheaper than more intersections.
+const FEW_CANDIDATES: u64 = 64;
+
+/// Separates the searchable fields in [`Entry::text`]: a control character, which a search
+/// never contains (the query parser refuses them), so no match can span two fields.
+const FIELD_SEPARATOR: char = '\u{1}';
+
+/// A value a listing sorts by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Int(i64),
+    Text(Arc<str>),
+}
+
+/// The sort key of `doc` for the stored field `field` (one of [`SORTABLE`]'s).
+fn key(doc: &CourseDoc, field: &str) -> Key {
+    match field {
+        "title_key" => Key::Text(Arc::from(doc.title_key.as_str())),
+        "created_at" => Key::Int(doc.created_at.timestamp_millis()),
+        "updated_at" => Key::Int(doc.updated_at.timestamp_millis()),
+        "price_cents" => Key::Int(doc.price_cents),
+        "duration_minutes" => Key::Int(doc.duration_minutes),
+        other => unreachable!("sortable field `{other}` has no key in the read model"),
+    }
+}
+
+struct Entry {
+    id: ObjectId,
+    course: Arc<Course>,
+    /// One per [`SORTABLE`] entry, in its order.
+    keys: [Key; SORTABLE.len()],
+    level: Level,
+    /// Lower-cased title, description and instructor, joined by [`FIELD_SEPARATOR`].
+    text: Box<str>,
+}
+
+impl Entry {
+    fn new(doc: CourseDoc) -> Entry {
+        let keys = SORTABLE.map(|(_, field)| key(&doc, field));
+        let text = [
+            doc.title.as_str(),
+            doc.description.as_str(),
+            doc.instructor.as_str(),
+        ]
+        .join(&FIELD_SEPARATOR.to_string())
+        .to_lowercase()
+        .into_boxed_str();
+        Entry {
+            id: doc.id,
+            level: doc.level,
+            keys,
+            text,
+            course: Arc::new(Course::from(doc)),
+        }
+    }
+}
+
+/// The distinct three-byte windows of `text`, sorted.
+fn trigrams(text: &str) -> Vec<[u8; 3]> {
+    let mut grams: Vec<[u8; 3]> = text
+        .as_bytes()
+        .windows(3)
+        .map(|w| [w[0], w[1], w[2]])
+        .collect();
+    grams.sort_unstable();
+    grams.dedup();
+    grams
+}
+
+fn level_slot(level: Level) -> usize {
+    Level::ALL
+        .iter()
+        .position(|l| *l == level)
+        .expect("Level::ALL lists every level")
+}
+
+/// One page of a listing and the number of matches over all pages.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<Arc<Course>>,
+    pub total: u64,
+}
+
+/// Every course, indexed for the listing queries. Not synchronised: the read model holds it
+/// behind a lock.
+#[derive(Default)]
+pub struct Index {
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    by_id: HashMap<ObjectId, u32>,
+    orders: [BTreeSet<(Key, ObjectId, u32)>; SORTABLE.len()],
+    tags: HashMap<String, RoaringBitmap>,
+    levels: [RoaringBitmap; Level::ALL.len()],
+    grams: HashMap<[u8; 3], RoaringBitmap>,
+    all: RoaringBitmap,
+}
+
+impl Index {
+    pub fn build(docs: impl IntoIterator<Item = CourseDoc>) -> Index {
+        let mut index = Index::default();
+        for doc in docs {
+            index.upsert(doc);
+        }
+        index
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn get(&self, id: &ObjectId) -> Option<Arc<Course>> {
+        self.by_id
+            .get(id)
+            .map(|&slot| self.entry(slot).course.clone())
+    }
+
+    /// Adds `doc`, or replaces the course with its `_id`.
+    pub fn upsert(&mut self, doc: CourseDoc) {
+        let slot = match self.by_id.get(&doc.id) {
+            Some(&slot) => {
+                self.unlink(slot);
+                slot
+            }
+            None => self.free.pop().unwrap_or_else(|| {
+                self.slots.push(None);
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 courses")
+            }),
+        };
+        let entry = Entry::new(doc);
+        for (order, key) in self.orders.iter_mut().zip(&entry.keys) {
+            order.insert((key.clone(), entry.id, slot));
+        }
+        for tag in &entry.course.tags {
+            self.tags.entry(tag.clone()).or_default().insert(slot);
+        }
+        self.levels[level_slot(entry.level)].insert(slot);
+        for gram in trigrams(&entry.text) {
+            self.grams.entry(gram).or_default().insert(slot);
+        }
+        self.all.insert(slot);
+        self.by_id.insert(entry.id, slot);
+        self.slots[slot as usize] = Some(entry);
+    }
+
+    /// Removes the course with `id`, if there is one.
+    pub fn remove(&mut self, id: &ObjectId) {
+        if let Some(slot) = self.by_id.remove(id) {
+            self.unlink(slot);
+            self.free.push(slot);
+        }
+    }
+
+    /// Takes the entry in `slot` out of every index (the slot itself stays allocated).
+    fn unlink(&mut self, slot: u32) {
+        let Some(entry) = self.slots[slot as usize].take() else {
+            return;
+        };
+        for (order, key) in self.orders.iter_mut().zip(entry.keys) {
+            order.remove(&(key, entry.id, slot));
+        }
+        for tag in &entry.course.tags {
+            remove_from(&mut self.tags, tag.as_str(), slot);
+        }
+        self.levels[level_slot(entry.level)].remove(slot);
+        for gram in trigrams(&entry.text) {
+            remove_from(&mut self.grams, &gram, slot);
+        }
+        self.all.remove(slot);
+    }
+
+    fn entry(&self, slot: u32) -> &Entry {
+        self.slots[slot as usize]
+            .as_ref()
+            .expect("every indexed slot holds an entry")
+    }
+
+    /// The page `q` asks for, in the order the database would give it.
+    pub fn list(&self, q: &ListQuery) -> Page {
+        let matches = self.matching(q);
+        let total = matches.as_ref().map_or(self.all.len(), RoaringBitmap::len);
+        let (skip, take) = (q.skip(), q.per_page as usize);
+        if skip >= total {
+            return Page {
+                items: Vec::new(),
+                total,
+            };
+        }
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let (position, descending) = (q.sort.position(), q.sort.descending);
+        let slots: Vec<u32> = match &matches {
+            None => self
+                .walk(position, descending)
+                .skip(skip)
+                .take(take)
+                .collect(),
+            Some(m) if m.len() * SELECTIVE <= self.all.len() => {
+                self.sort_few(m, position, descending, skip, take)
+            }
+            Some(m) => self
+                .walk(position, descending)
+                .filter(|slot| m.contains(*slot))
+                .skip(skip)
+                .take(take)
+                .collect(),
+        };
+        Page {
+            items: slots
+                .into_iter()
+                .map(|slot| self.entry(slot).course.clone())
+                .collect(),
+            total,
+        }
+    }
+
+    /// Slots in the order of sort `position`.
+    fn walk(&self, position: usize, descending: bool) -> Box<dyn Iterator<Item = u32> + '_> {
+        let order = self.orders[position].iter().map(|(_, _, slot)| *slot);
+        if descending {
+            Box::new(order.rev())
+        } else {
+            Box::new(order)
+        }
+    }
+
+    /// The `skip..skip + take` slice of `matches` in sort order, without sorting all of them.
+    fn sort_few(
+        &self,
+        matches: &RoaringBitmap,
+        position: usize,
+        descending: bool,
+        skip: usize,
+        take: usize,
+    ) -> Vec<u32> {
+        let mut found: Vec<(&Key, ObjectId, u32)> = matches
+            .iter()
+            .map(|slot| {
+                let e = self.entry(slot);
+                (&e.keys[position], e.id, slot)
+            })
+            .collect();
+        let order = |a: &(&Key, ObjectId, u32), b: &(&Key, ObjectId, u32)| {
+            let ascending = a.0.cmp(b.0).then(a.1.cmp(&b.1));
+            if descending {
+                ascending.reverse()
+            } else {
+                ascending
+            }
+        };
+        let end = skip.saturating_add(take).min(found.len());
+        if end < found.len() {
+            found.select_nth_unstable_by(end, order);
+            found.truncate(end);
+        }
+        found.sort_unstable_by(order);
+        found[skip..].iter().map(|(_, _, slot)| *slot).collect()
+    }
+
+    /// The slots matching every filter of `q`; `None` when it has none.
+    fn matching(&self, q: &ListQuery) -> Option<RoaringBitmap> {
+        let mut sets: Vec<&RoaringBitmap> = Vec::new();
+        let empty = RoaringBitmap::new();
+        if let Some(tag) = &q.tag {
+            sets.push(self.tags.get(tag).unwrap_or(&empty));
+        }
+        if let Some(level) = q.level {
+            sets.push(&self.levels[level_slot(level)]);
+        }
+        sets.sort_by_key(|s| s.len());
+        let mut found: Option<RoaringBitmap> = None;
+        for set in sets {
+            found = Some(match found {
+                None => set.clone(),
+                Some(f) => f & set,
+            });
+        }
+        match &q.q {
+            Some(text) => Some(self.search(text, found)),
+            None => found,
+        }
+    }
+
+    /// The slots (among `within`, if given) whose text contains `text`, ignoring case.
+    fn search(&self, text: &str, within: Option<RoaringBitmap>) -> RoaringBitmap {
+        let needle = text.to_lowercase();
+        let mut postings = Vec::new();
+        for gram in trigrams(&needle) {
+            match self.grams.get(&gram) {
+                Some(p) => postings.push(p),
+                // A window no course has: nothing can match.
+                None => return RoaringBitmap::new(),
+            }
+        }
+        postings.sort_by_key(|p| p.len());
+        let mut candidates = within;
+        for posting in postings {
+            if candidates
+                .as_ref()
+                .is_some_and(|c| c.len() <= FEW_CANDIDATES)
+            {
+                break;
+            }
+            candidates = Some(match candidates {
+                None => posting.clone(),
+                Some(c) => c & posting,
+            });
+        }
+        let finder = memmem::Finder::new(needle.as_bytes());
+        let contains = |slot: &u32| finder.find(self.entry(*slot).text.as_bytes()).is_some();
+        match candidates {
+            Some(c) => c.iter().filter(contains).collect(),
+            None => self.all.iter().filter(contains).collect(),
+        }
+    }
+}
+
+/// Removes `slot` from the bitmap under `key`, and the bitmap once it is empty.
+fn remove_from<K, Q>(map: &mut HashMap<K, RoaringBitmap>, key: &Q, slot: u32)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(set) = map.get_mut(key) {
+        set.remove(slot);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::DateTime;
+
+    fn doc(n: u8, title: &str, tags: &[&str], level: Level, price: i64) -> CourseDoc {
+        CourseDoc {
+            id: ObjectId::from_bytes([n; 12]),
+            title: title.into(),
+            title_key: title.to_lowercase(),
+            slug: title.to_lowercase().replace(' ', "-"),
+            description: format!("All about {title}."),
+            instructor: "Ada Lovelace".into(),
+            duration_minutes: 60,
+            level,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            price_cents: price,
+            created_at: DateTime::from_millis(1_000 * i64::from(n)),
+            updated_at: DateTime::from_millis(1_000 * i64::from(n)),
+            version: 1,
+        }
+    }
+
+    fn titles(page: &Page) -> Vec<&str> {
+        page.items.iter().map(|c| c.title.as_str()).collect()
+    }
+
+    fn list(index: &Index, raw: &str) -> Page {
+        index.list(&ListQuery::parse(raw).unwrap())
+    }
+
+    fn sample() -> Index {
+        Index::build([
+            doc(1, "Rust Basics", &["rust"], Level::Beginner, 500),
+            doc(2, "Async Rust", &["rust", "async"], Level::Advanced, 900),
+            doc(3, "Go Tour", &["go"], Level::Beginner, 500),
+            doc(4, "Crème Brûlée", &["cooking"], Level::Intermediate, 100),
+        ])
+    }
+
+    #[test]
+    fn sorts_walk_the_database_order_with_id_as_tie_breaker() {
+        let index = sample();
+        assert_eq!(
+            titles(&list(&index, "")),
+            ["Crème Brûlée", "Go Tour", "Async Rust", "Rust Basics"]
+        );
+        // Equal prices: `_id` breaks the tie, in the same direction.
+        assert_eq!(
+            titles(&list(&index, "sort=price")),
+            ["Crème Brûlée", "Rust Basics", "Go Tour", "Async Rust"]
+        );
+        assert_eq!(
+            titles(&list(&index, "sort=-price")),
+            ["Async Rust", "Go Tour", "Rust Basics", "Crème Brûlée"]
+        );
+        let page = list(&index, "sort=title&per_page=2&page=2");
+        assert_eq!(
+            (titles(&page), page.total),
+            (vec!["Go Tour", "Rust Basics"], 4)
+        );
+    }
+
+    #[test]
+    fn filters_intersect_and_search_ignores_case() {
+        let index = sample();
+        assert_eq!(
+            titles(&list(&index, "tag=rust&level=advanced")),
+            ["Async Rust"]
+        );
+        assert_eq!(list(&index, "tag=nope").total, 0);
+        assert_eq!(titles(&list(&index, "q=CR%C3%88ME")), ["Crème Brûlée"]);
+        // Two letters: too short for a trigram, checked course by course.
+        assert_eq!(list(&index, "q=go").total, 1);
+        // A match may not span two fields.
+        assert_eq!(list(&index, "q=tour%20all").total, 0);
+        // Instructor and description are searched too.
+        assert_eq!(list(&index, "q=lovelace").total, 4);
+        assert_eq!(list(&index, "q=about%20go").total, 1);
+    }
+
+    #[test]
+    fn updates_and_deletes_leave_no_trace_in_any_index() {
+        let mut index = sample();
+        let mut renamed = doc(2, "Tokio Deep Dive", &["async"], Level::Intermediate, 1);
+        renamed.version = 2;
+        index.upsert(renamed);
+        assert_eq!(list(&index, "tag=rust").total, 1);
+        assert_eq!(list(&index, "q=async%20rust").total, 0);
+        assert_eq!(list(&index, "level=advanced").total, 0);
+        assert_eq!(
+            titles(&list(&index, "sort=price&per_page=1")),
+            ["Tokio Deep Dive"]
+        );
+        index.remove(&ObjectId::from_bytes([2; 12]));
+        index.remove(&ObjectId::from_bytes([2; 12]));
+        assert_eq!((index.len(), list(&index, "tag=async").total), (3, 0));
+        assert!(
+            !index.tags.contains_key("async"),
+            "empty postings are dropped"
+        );
+        // The freed slot is reused by the next course, with nothing of the old one.
+        index.upsert(doc(9, "Zig", &["zig"], Level::Beginner, 5));
+        assert_eq!(index.slots.len(), 4);
+        assert_eq!(titles(&list(&index, "q=zig")), ["Zig"]);
+        assert_eq!(list(&index, "q=tokio").total, 0);
+    }
+
+    #[test]
+    fn past_the_last_page_is_empty_with_the_total() {
+        let page = list(&sample(), "page=3&per_page=2");
+        assert_eq!((page.items.len(), page.total), (0, 4));
+    }
+}

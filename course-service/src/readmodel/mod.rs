@@ -1,0 +1,384 @@
+//! The read model: the whole catalogue in this instance's memory, indexed for every listing
+//! query, kept current by the MongoDB change stream. While it follows the stream, every read
+//! (`GET /api/courses`, `GET /api/courses/{id}`) is answered from it and a write costs the
+//! readers one index update, not a recompute.
+//!
+//! - **Load.** The change stream is opened *first*, then every course is read; the events that
+//!   arrive during the read are replayed on top, in order. Reads are served from the model only
+//!   once the stream has nothing more to give (caught up), so no answer mixes old and new.
+//! - **Follow.** Each event is applied in stream order: inserts, replaces and updates carry the
+//!   document (`fullDocument: updateLookup`), deletes the `_id`. The stream's resume token is
+//!   kept after every batch.
+//! - **Gaps.** A broken stream is reopened after the last token, so no event is missed. If the
+//!   server no longer has that history (`ChangeStreamHistoryLost`, an invalid token), or the
+//!   collection was dropped or renamed, the model is loaded again from scratch.
+//! - **While not following** (loading, stream broken) reads go to the database through the
+//!   cache, as with the model disabled; if the database is unreachable too, the model's
+//!   content is served as stale for the cache's stale window.
+//! - **Read your writes.** A write waits (boundedly) until this instance's model shows it, so
+//!   the writer's next read through the same instance sees it; the other instances see it as
+//!   soon as their stream delivers the event.
+//!
+//! The database stays the source of truth; `course-service/tests/readmodel.rs` checks that
+//! every query is answered the same from both, after restarts, missed events and concurrent
+//! writes.
+
+mod index;
+
+pub use self::index::{Index, Page};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use mongodb::bson::{oid::ObjectId, Document};
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use mongodb::change_stream::ChangeStream;
+use mongodb::error::ErrorKind;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::cache::{Backoff, CatalogCache};
+use crate::metrics::Metrics;
+use crate::model::{Course, CourseDoc};
+use crate::query::ListQuery;
+use crate::store::CourseStore;
+
+/// How long a write waits for this instance's model to show it before answering anyway.
+pub const SHOW_WRITE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Server error codes after which a change stream cannot be resumed: the history after the
+/// token is gone, or the token is not one this server can use.
+const RELOAD_CODES: &[i32] = &[
+    260, // InvalidResumeToken
+    280, // ChangeStreamFatalError
+    286, // ChangeStreamHistoryLost
+];
+
+#[derive(Clone)]
+pub struct ReadModel {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    enabled: bool,
+    index: RwLock<Index>,
+    /// Counts changes applied (a load counts as one); writers wait on it.
+    applied: watch::Sender<u64>,
+    /// The model is caught up with the change stream: reads are answered from it.
+    following: AtomicBool,
+    /// When it stopped following (`None` while it follows or before the first load).
+    lost_at: Mutex<Option<Instant>>,
+    /// It has been loaded at least once (its content can be served as stale).
+    loaded: AtomicBool,
+    metrics: Metrics,
+}
+
+/// Why a stream stopped being followed.
+enum Ended {
+    /// The model must be loaded again (`reason` is the metric label).
+    Reload(&'static str),
+    /// A broken stream: reopen it after the last token.
+    Broken(mongodb::error::Error),
+}
+
+impl ReadModel {
+    pub fn new(enabled: bool, metrics: &Metrics) -> ReadModel {
+        ReadModel {
+            shared: Arc::new(Shared {
+                enabled,
+                index: RwLock::new(Index::default()),
+                applied: watch::channel(0).0,
+                following: AtomicBool::new(false),
+                lost_at: Mutex::new(None),
+                loaded: AtomicBool::new(false),
+                metrics: metrics.clone(),
+            }),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.shared.enabled
+    }
+
+    /// Loaded at least once (or disabled): what readiness waits for, so a new instance takes
+    /// traffic with its catalogue in memory.
+    pub fn is_loaded(&self) -> bool {
+        !self.shared.enabled || self.shared.loaded.load(Ordering::Acquire)
+    }
+
+    /// Reads are being answered from the model.
+    pub fn is_following(&self) -> bool {
+        self.shared.following.load(Ordering::Acquire)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Index> {
+        // A panic while holding the lock cannot leave the index half-updated in a way that
+        // matters more than losing reads altogether: keep serving.
+        self.shared
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.shared
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The page `q` asks for, when the model follows the database.
+    pub fn list(&self, q: &ListQuery) -> Option<Page> {
+        self.is_following().then(|| self.read().list(q))
+    }
+
+    /// Course `id` (`Some(None)`: there is none), when the model follows the database.
+    pub fn get(&self, id: &ObjectId) -> Option<Option<Arc<Course>>> {
+        self.is_following().then(|| self.read().get(id))
+    }
+
+    /// Whether the model may stand in for an unreachable database: it was loaded, and lost
+    /// its stream less than `window` ago.
+    fn servable_stale(&self, window: Duration) -> bool {
+        if !self.shared.loaded.load(Ordering::Acquire) {
+            return false;
+        }
+        let lost_at = *self
+            .shared
+            .lost_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lost_at.is_none_or(|at| at.elapsed() <= window)
+    }
+
+    /// [`ReadModel::list`] from the model however current, within the stale `window`.
+    pub fn list_stale(&self, q: &ListQuery, window: Duration) -> Option<Page> {
+        self.servable_stale(window).then(|| self.read().list(q))
+    }
+
+    /// [`ReadModel::get`] from the model however current, within the stale `window`.
+    pub fn get_stale(&self, id: &ObjectId, window: Duration) -> Option<Option<Arc<Course>>> {
+        self.servable_stale(window).then(|| self.read().get(id))
+    }
+
+    /// Waits until the model shows course `id` at `version` or later (`None`: shows it
+    /// deleted), for at most [`SHOW_WRITE_WITHIN`]. Returns at once when not following.
+    pub async fn show_write(&self, id: ObjectId, version: Option<i64>) {
+        let shown = |index: &Index| match (index.get(&id), version) {
+            (Some(course), Some(v)) => course.version >= v,
+            (None, None) => true,
+            _ => false,
+        };
+        let mut applied = self.shared.applied.subscribe();
+        let _ = tokio::time::timeout(SHOW_WRITE_WITHIN, async {
+            loop {
+                if !self.is_following() || shown(&self.read()) {
+                    return;
+                }
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    fn set_following(&self, following: bool, cache: &CatalogCache) {
+        let was = self.shared.following.swap(following, Ordering::AcqRel);
+        self.shared
+            .metrics
+            .model_following
+            .set(i64::from(following));
+        *self
+            .shared
+            .lost_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (!following).then(Instant::now);
+        if cache.follows_change_stream() {
+            cache.set_watching(following);
+        }
+        if was != following {
+            if following {
+                tracing::info!(courses = self.read().len(), "read model following changes");
+            } else {
+                tracing::warn!("read model stopped following; reads go to the database");
+            }
+        }
+        // Wake writers waiting on a model that no longer follows.
+        self.shared.applied.send_modify(|n| *n += 1);
+    }
+
+    /// Loads the model and follows the change stream for as long as the process lives.
+    pub async fn follow(self, store: CourseStore, cache: CatalogCache) {
+        if !self.shared.enabled {
+            return;
+        }
+        let mut resume: Option<ResumeToken> = None;
+        let mut reason = "start";
+        let mut backoff = Backoff::new();
+        loop {
+            let mut stream = match store.follow(resume.clone()).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    if resume.is_some() && needs_reload(&e) {
+                        tracing::warn!(error = %e, "cannot resume the change stream; loading the catalogue again");
+                        resume = None;
+                        reason = "history_lost";
+                    } else {
+                        backoff.report(&e, "cannot open the change stream");
+                    }
+                    backoff.wait().await;
+                    continue;
+                }
+            };
+            if resume.is_none() {
+                // The stream is open before the catalogue is read: whatever is written during
+                // the read is replayed from it afterwards.
+                if let Err(e) = self.load(&store, reason).await {
+                    backoff.report(&e, "cannot load the catalogue");
+                    backoff.wait().await;
+                    continue;
+                }
+                resume = stream.resume_token();
+            }
+            backoff.reset();
+            let ended = self.apply_stream(&mut stream, &mut resume, &cache).await;
+            self.set_following(false, &cache);
+            match ended {
+                Ended::Reload(why) => {
+                    tracing::warn!(
+                        reason = why,
+                        "change stream history unusable; loading the catalogue again"
+                    );
+                    resume = None;
+                    reason = why;
+                }
+                Ended::Broken(e) => {
+                    tracing::warn!(error = %e, "change stream broke; resuming after the last event")
+                }
+            }
+            backoff.wait().await;
+        }
+    }
+
+    /// Reads every course into a new index and puts it in place of the old one.
+    async fn load(&self, store: &CourseStore, reason: &'static str) -> Result<(), String> {
+        let started = Instant::now();
+        let mut cursor = store.scan().await.map_err(|e| e.to_string())?;
+        let mut docs = Vec::new();
+        let mut skipped = 0usize;
+        while cursor.advance().await.map_err(|e| e.to_string())? {
+            let raw = cursor.deserialize_current().map_err(|e| e.to_string())?;
+            match mongodb::bson::from_document::<CourseDoc>(raw) {
+                Ok(doc) => docs.push(doc),
+                Err(_) => skipped += 1,
+            }
+        }
+        let index = tokio::task::spawn_blocking(move || Index::build(docs))
+            .await
+            .map_err(|e| format!("building the index failed: {e}"))?;
+        let courses = index.len();
+        *self.write() = index;
+        self.shared.loaded.store(true, Ordering::Release);
+        self.shared.applied.send_modify(|n| *n += 1);
+        let m = &self.shared.metrics;
+        m.model_courses
+            .set(i64::try_from(courses).unwrap_or(i64::MAX));
+        m.model_loads.with_label_values(&[reason]).inc();
+        m.model_load_seconds.set(started.elapsed().as_secs_f64());
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "documents that are not courses were left out of the read model"
+            );
+        }
+        tracing::info!(courses, took = ?started.elapsed(), reason, "read model loaded");
+        Ok(())
+    }
+
+    /// Applies events until the stream ends; follows (serves reads) once caught up.
+    async fn apply_stream(
+        &self,
+        stream: &mut ChangeStream<ChangeStreamEvent<Document>>,
+        resume: &mut Option<ResumeToken>,
+        cache: &CatalogCache,
+    ) -> Ended {
+        loop {
+            match stream.next_if_any().await {
+                Ok(Some(event)) => {
+                    if let Err(why) = self.apply(event) {
+                        return Ended::Reload(why);
+                    }
+                    *resume = stream.resume_token();
+                    if cache.follows_change_stream() {
+                        cache.invalidate().await;
+                    }
+                }
+                Ok(None) => {
+                    *resume = stream.resume_token();
+                    if !self.is_following() {
+                        if cache.follows_change_stream() {
+                            // Anything the cache holds may predate what the model now shows.
+                            cache.invalidate().await;
+                        }
+                        self.set_following(true, cache);
+                    }
+                }
+                Err(e) if needs_reload(&e) => return Ended::Reload("history_lost"),
+                Err(e) => return Ended::Broken(e),
+            }
+        }
+    }
+
+    /// Applies one change event; `Err` names why the model must be loaded again instead.
+    fn apply(&self, event: ChangeStreamEvent<Document>) -> Result<(), &'static str> {
+        let id = event
+            .document_key
+            .as_ref()
+            .and_then(|k| k.get_object_id("_id").ok());
+        let kind = match &event.operation_type {
+            OperationType::Insert => "insert",
+            OperationType::Update => "update",
+            OperationType::Replace => "replace",
+            OperationType::Delete => "delete",
+            OperationType::Drop
+            | OperationType::DropDatabase
+            | OperationType::Rename
+            | OperationType::Invalidate => return Err("invalidated"),
+            _ => return Ok(()),
+        };
+        {
+            let mut index = self.write();
+            match (kind, event.full_document) {
+                ("delete", _) | (_, None) => {
+                    // Deleted, or (an update's lookup) deleted since: a delete event follows.
+                    if let Some(id) = id {
+                        index.remove(&id);
+                    }
+                }
+                (_, Some(raw)) => match mongodb::bson::from_document::<CourseDoc>(raw) {
+                    Ok(doc) => index.upsert(doc),
+                    Err(e) => {
+                        tracing::warn!(?id, error = %e, "a changed document is not a course; left out of the read model");
+                        if let Some(id) = id {
+                            index.remove(&id);
+                        }
+                    }
+                },
+            }
+            let m = &self.shared.metrics;
+            m.model_courses
+                .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
+            m.model_events.with_label_values(&[kind]).inc();
+        }
+        self.shared.applied.send_modify(|n| *n += 1);
+        Ok(())
+    }
+}
+
+/// Whether a change stream error means its history cannot be resumed.
+fn needs_reload(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Command(c) if RELOAD_CODES.contains(&c.code))
+        || e.contains_label("NonResumableChangeStreamError")
+}

@@ -1,0 +1,439 @@
+//! The read model answers every query as the database does: on a generated catalogue, after
+//! the instance restarts, after the database restarts, after events were missed (a stream
+//! that must be resumed, history the server no longer has), and while writes run
+//! concurrently through the API and straight into the database.
+//!
+//! The database's answer comes from a second instance on the same database with the read
+//! model and the cache off: every one of its reads is a MongoDB query.
+
+mod support;
+
+use std::time::Duration;
+
+use course_service::metrics::Metrics;
+use course_service::model::CourseDoc;
+use course_service::seed;
+use course_service::store::CourseStore;
+use mongodb::bson::doc;
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::{course, wait_until_async, MongoServer, TestApp};
+
+/// An instance answering from its read model, and one answering from the database.
+struct Pair {
+    model: TestApp,
+    database: TestApp,
+}
+
+impl Pair {
+    async fn start(uri: String, db: &str) -> Pair {
+        Pair {
+            model: TestApp::builder()
+                .uri(uri.clone())
+                .database(db)
+                .spawn()
+                .await,
+            database: TestApp::builder()
+                .uri(uri)
+                .database(db)
+                .without_read_model()
+                .without_cache()
+                .spawn()
+                .await,
+        }
+    }
+
+    /// `path` through both: (status, x-cache, body) of the model, and the database's body.
+    async fn both(&self, path: &str) -> ((u16, String, Value), Value) {
+        let res = self.model.get(path).await;
+        let status = res.status().as_u16();
+        let source = res
+            .headers()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body: Value = res.json().await.expect("JSON");
+        let db: Value = self.database.get(path).await.json().await.expect("JSON");
+        ((status, source, body), db)
+    }
+
+    /// Asserts every one of `paths` is answered from the model, exactly as the database
+    /// answers it.
+    async fn assert_same(&self, paths: &[String]) {
+        for path in paths {
+            let ((status, source, model), db) = self.both(path).await;
+            if status == 200 {
+                assert_eq!(
+                    source, "MODEL",
+                    "{path} was not answered from the read model"
+                );
+            } else {
+                assert_eq!(status, 404, "{path}: {model}");
+            }
+            assert_eq!(
+                model, db,
+                "{path}: the read model and the database disagree"
+            );
+        }
+    }
+
+    /// Waits until every one of `paths` is answered from the model as the database answers
+    /// it (writes made straight into the database reach the model through its stream).
+    async fn converge(&self, paths: &[String]) {
+        for path in paths {
+            wait_until_async(
+                &format!("the read model to agree with the database on {path}"),
+                Duration::from_secs(20),
+                || async {
+                    let ((status, source, model), db) = self.both(path).await;
+                    (source == "MODEL" || status == 404) && model == db
+                },
+            )
+            .await;
+        }
+        self.assert_same(paths).await;
+    }
+}
+
+/// A direct handle on the database, for writes that bypass every instance.
+async fn store(uri: &str, db: &str) -> (mongodb::Client, CourseStore) {
+    let client = mongodb::Client::with_uri_str(uri).await.expect("client");
+    let store = CourseStore::new(&client, db, Duration::from_secs(30), Metrics::new());
+    (client, store)
+}
+
+/// Listing queries drawn (seeded) from every parameter: each sort both ways, each filter
+/// and combinations, search texts long and short, with accents and in other cases, pages
+/// from the first to past the last.
+fn queries(n: usize, seed: u64) -> Vec<String> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let sorts = [
+        "title",
+        "-title",
+        "created_at",
+        "-created_at",
+        "updated_at",
+        "-updated_at",
+        "price",
+        "-price",
+        "duration",
+        "-duration",
+    ];
+    let searches = [
+        "rust",
+        "RUST",
+        "cr%C3%A8me",
+        "CR%C3%88ME",
+        "%C3%A9tude",
+        "go",
+        "a",
+        "tokio%20kernel",
+        "%2312",
+        "grace",
+        "basics%20%2330",
+        "no%20such%20course",
+        "in%20depth",
+    ];
+    let tags = ["rust", "web", "cooking", "nope"];
+    let levels = ["beginner", "intermediate", "advanced"];
+    let mut out = vec![
+        "/api/courses".to_string(),
+        "/api/courses?per_page=100&page=15".to_string(),
+    ];
+    for _ in 0..n {
+        let mut params = vec![format!("sort={}", sorts[rng.usize(..sorts.len())])];
+        if rng.bool() {
+            params.push(format!("q={}", searches[rng.usize(..searches.len())]));
+        }
+        if rng.u8(..3) == 0 {
+            params.push(format!("tag={}", tags[rng.usize(..tags.len())]));
+        }
+        if rng.u8(..3) == 0 {
+            params.push(format!("level={}", levels[rng.usize(..levels.len())]));
+        }
+        let per_page = [1, 7, 20, 100][rng.usize(..4)];
+        let page = [1, 1, 2, 5, 40, 300][rng.usize(..6)];
+        params.push(format!("per_page={per_page}&page={page}"));
+        out.push(format!("/api/courses?{}", params.join("&")));
+    }
+    out
+}
+
+/// A few course paths, including one that does not exist.
+fn course_paths(docs: &[CourseDoc]) -> Vec<String> {
+    let mut paths: Vec<String> = docs
+        .iter()
+        .step_by(97)
+        .map(|d| format!("/api/courses/{}", d.id.to_hex()))
+        .collect();
+    paths.push("/api/courses/0123456789abcdef01234567".into());
+    paths
+}
+
+#[tokio::test]
+async fn every_query_is_answered_as_the_database_answers_it() {
+    let mongo = support::mongo();
+    let db = support::unique_db("model");
+    let (_client, direct) = store(&mongo.uri(), &db).await;
+    let docs = seed::synthetic(1500, 7);
+    seed::load_synthetic(&direct, docs.clone()).await.unwrap();
+    let pair = Pair::start(mongo.uri(), &db).await;
+    pair.assert_same(&queries(120, 1)).await;
+    pair.assert_same(&course_paths(&docs)).await;
+
+    // An instance that starts later loads the same catalogue.
+    drop(pair);
+    let pair = Pair::start(mongo.uri(), &db).await;
+    pair.assert_same(&queries(30, 2)).await;
+}
+
+#[tokio::test]
+async fn concurrent_writes_through_the_api_and_into_the_database_are_followed() {
+    let mongo = support::mongo();
+    let db = support::unique_db("model");
+    let (_client, direct) = store(&mongo.uri(), &db).await;
+    let docs = seed::synthetic(600, 11);
+    seed::load_synthetic(&direct, docs.clone()).await.unwrap();
+    let pair = Pair::start(mongo.uri(), &db).await;
+
+    // Four writers through the instance (create, then update or delete what they created),
+    // each reading its own write back at once; one writer straight into the database.
+    let writers = (0..4).map(|w| {
+        let app = &pair.model;
+        async move {
+            for i in 0..8 {
+                let created = app.create(course(1000 * w + i)).await;
+                let id = created["id"].as_str().unwrap().to_string();
+                let path = format!("/api/courses/{id}");
+                assert_eq!(app.get(&path).await.status(), 200, "read your write");
+                if i % 2 == 0 {
+                    let res = app.admin(Method::DELETE, &path).send().await.unwrap();
+                    assert_eq!(res.status(), 204);
+                    assert_eq!(app.get(&path).await.status(), 404, "read your delete");
+                } else {
+                    let res = app
+                        .admin(Method::PATCH, &path)
+                        .json(&json!({ "price_cents": 4242, "tags": ["patched"] }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status(), 200);
+                    let shown = app.get_json(&path).await;
+                    assert_eq!(shown["price_cents"], 4242, "read your update");
+                }
+            }
+        }
+    });
+    let courses = direct.clone();
+    let behind_its_back = async move {
+        let raw = mongodb::Client::with_uri_str(support::mongo().uri())
+            .await
+            .unwrap()
+            .database(&db)
+            .collection::<mongodb::bson::Document>("courses");
+        for (i, doc) in docs.iter().take(40).enumerate() {
+            if i % 3 == 0 {
+                raw.delete_one(doc! { "_id": doc.id }).await.unwrap();
+            } else {
+                raw.update_one(
+                    doc! { "_id": doc.id },
+                    doc! { "$set": { "title": format!("Renamed {i}"), "title_key": format!("renamed {i}") },
+                           "$inc": { "version": 1_i64 } },
+                )
+                .await
+                .unwrap();
+            }
+        }
+        seed::load_synthetic(&courses, seed::synthetic(650, 11))
+            .await
+            .unwrap();
+    };
+    futures_util::future::join(futures_util::future::join_all(writers), behind_its_back).await;
+
+    let mut paths = queries(40, 3);
+    paths.extend([
+        "/api/courses?tag=patched&sort=price".to_string(),
+        "/api/courses?q=renamed&sort=title&per_page=100".to_string(),
+        "/api/courses?q=course%20number&per_page=100".to_string(),
+    ]);
+    pair.converge(&paths).await;
+}
+
+/// Arms `failCommand` on the next `times` change-stream `getMore`s.
+async fn fail_get_more(server: &MongoServer, times: u32, data: mongodb::bson::Document) {
+    let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
+    let mut spec = doc! { "failCommands": ["getMore"] };
+    spec.extend(data);
+    client
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "times": times },
+            "data": spec,
+        })
+        .await
+        .expect("configureFailPoint (SecantusDB --enable-test-commands)");
+}
+
+async fn metric(app: &TestApp, line_prefix: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn missed_events_are_resumed_or_reloaded_never_lost() {
+    // A server of its own: fail points are server-wide.
+    let server = MongoServer::start();
+    let db = support::unique_db("model");
+    let (_client, direct) = store(&server.uri(), &db).await;
+    seed::load_synthetic(&direct, seed::synthetic(300, 5))
+        .await
+        .unwrap();
+    let pair = Pair::start(server.uri(), &db).await;
+    let loads = |reason: &'static str| {
+        let app = &pair.model;
+        async move {
+            metric(
+                app,
+                &format!("course_service_read_model_loads_total{{reason=\"{reason}\"}}"),
+            )
+            .await
+        }
+    };
+    assert_eq!(loads("start").await, 1.0);
+
+    // The connection drops under the stream (resumable): it is resumed after its last
+    // event, and the writes made meanwhile arrive; nothing is loaded again.
+    fail_get_more(&server, 2, doc! { "closeConnection": true }).await;
+    for i in 0..5 {
+        pair.database.create(course(i)).await;
+    }
+    let paths = vec![
+        "/api/courses?q=course%20number&sort=title".to_string(),
+        "/api/courses?sort=-updated_at&per_page=50".to_string(),
+    ];
+    pair.converge(&paths).await;
+    assert_eq!(loads("history_lost").await, 0.0);
+
+    // The server no longer has the history after the token (ChangeStreamHistoryLost): the
+    // model is loaded again, and the writes it could not follow are in it.
+    fail_get_more(&server, 1, doc! { "errorCode": 286 }).await;
+    for i in 5..10 {
+        pair.database.create(course(i)).await;
+    }
+    pair.converge(&paths).await;
+    wait_until_async("a reload", Duration::from_secs(10), || async {
+        loads("history_lost").await >= 1.0
+    })
+    .await;
+    pair.converge(&queries(20, 4)).await;
+}
+
+#[tokio::test]
+async fn a_database_restart_is_followed_through() {
+    let dir = std::env::temp_dir().join(format!("mc-model-{}", support::unique_db("d")));
+    let port = support::free_port();
+    let mut server = MongoServer::start_durable(port, &dir);
+    let db = support::unique_db("model");
+    let (_client, direct) = store(&server.uri(), &db).await;
+    seed::load_synthetic(&direct, seed::synthetic(200, 9))
+        .await
+        .unwrap();
+    let pair = Pair::start(server.uri(), &db).await;
+    pair.assert_same(&queries(10, 5)).await;
+
+    server.stop();
+    // While the database is away the model's catalogue is served, marked stale.
+    wait_until_async("a stale answer", Duration::from_secs(20), || async {
+        let res = pair.model.get("/api/courses").await;
+        res.status() == 200 && res.headers()["x-cache"] == "STALE"
+    })
+    .await;
+    let server = MongoServer::start_durable(port, &dir);
+    for i in 0..5 {
+        wait_until_async(
+            "a write after the restart",
+            Duration::from_secs(20),
+            || async {
+                pair.database
+                    .admin(Method::POST, "/api/courses")
+                    .json(&course(i))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    == 201
+            },
+        )
+        .await;
+    }
+    pair.converge(&queries(15, 6)).await;
+    drop(pair);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A create, an update and a delete through one instance are served by the others from
+/// their read models, with the memory cache and with Redis.
+async fn writes_are_seen_everywhere(apps: &[TestApp]) {
+    let (a, others) = apps.split_first().unwrap();
+    let created = a.create(course(1)).await;
+    let path = format!("/api/courses/{}", created["id"].as_str().unwrap());
+    for b in others {
+        wait_until_async("the new course listed", Duration::from_secs(5), || async {
+            support::titles(&b.get_json("/api/courses").await) == ["Course number 1"]
+        })
+        .await;
+        assert_eq!(b.get(&path).await.headers()["x-cache"], "MODEL");
+    }
+    let res = a
+        .admin(Method::PATCH, &path)
+        .json(&json!({ "price_cents": 5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    for b in others {
+        wait_until_async("the update served", Duration::from_secs(5), || async {
+            b.get_json(&path).await["price_cents"] == 5
+        })
+        .await;
+    }
+    let res = a.admin(Method::DELETE, &path).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    for b in others {
+        wait_until_async("the delete served", Duration::from_secs(5), || async {
+            b.get(&path).await.status() == 404
+        })
+        .await;
+        assert_eq!(b.get_json("/api/courses").await["total"], 0);
+    }
+}
+
+#[tokio::test]
+async fn a_write_through_one_instance_is_served_by_every_read_model() {
+    let db = support::unique_db("fresh");
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        apps.push(TestApp::builder().database(&db).spawn().await);
+    }
+    writes_are_seen_everywhere(&apps).await;
+
+    let redis = support::RedisServer::start();
+    let db = support::unique_db("rfresh");
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        apps.push(
+            TestApp::builder()
+                .database(&db)
+                .redis(redis.url())
+                .spawn()
+                .await,
+        );
+    }
+    writes_are_seen_everywhere(&apps).await;
+}
