@@ -90,7 +90,12 @@ async fn run_one(
     backing: &Backing,
     progress: &dyn Fn(&str),
 ) -> Result<Vec<Row>, String> {
-    let cluster = start_cluster(&opts.service_bin, backing)?;
+    let cluster = start_cluster(
+        &opts.service_bin,
+        backing,
+        "[mongodb]\ndatabase = \"bench\"\n",
+        Duration::from_secs(30),
+    )?;
     let addrs = cluster.1.clone();
     let cluster = cluster.0;
     let system = match kind {
@@ -146,14 +151,8 @@ async fn run_one(
             Kind::Nginx => "nginx (least_conn)".into(),
         },
         rate: rate * share,
-        connections: 0,
-        generator: None,
         stats,
-        cpu_seconds: 0.0,
-        retries: 0,
-        retries_refused: 0,
-        reloads: 0,
-        rounds: Vec::new(),
+        ..Row::default()
     };
     let write_share = 1.0 / WRITE_EVERY as f64;
     Ok(vec![
@@ -162,16 +161,20 @@ async fn run_one(
     ])
 }
 
-/// `course-service cluster` of three on consecutive free ports: the supervisor, and the
-/// instances' addresses once each answers `/readyz`.
-fn start_cluster(
+/// `course-service cluster` of three on consecutive free ports with the configuration file
+/// `config` (`REDIS_URL` set when it asks for Redis): the supervisor, and the instances'
+/// addresses once each answers `/readyz` (within `ready_within`).
+pub(crate) fn start_cluster(
     service_bin: &Path,
     backing: &Backing,
+    config: &str,
+    ready_within: Duration,
 ) -> Result<(System, Vec<std::net::SocketAddr>), String> {
     let base = shared::testbed::free_ports(3);
     let dir = workdir("cluster");
+    let config_text = config;
     let config = dir.join("course-service.toml");
-    std::fs::write(&config, "[mongodb]\ndatabase = \"bench\"\n").map_err(|e| e.to_string())?;
+    std::fs::write(&config, config_text).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(service_bin);
     cmd.args([
         "cluster",
@@ -184,16 +187,20 @@ fn start_cluster(
     .arg(&config)
     .env("MONGODB_URI", &backing.mongodb_uri)
     .env("MC_ADMIN_TOKEN", TOKEN)
-    .env("RUST_LOG", "warn")
-    .env_remove("REDIS_URL");
+    .env("RUST_LOG", "warn");
+    match (&backing.redis_url, config_text.contains("\"redis\"")) {
+        (Some(url), true) => cmd.env("REDIS_URL", url),
+        (None, true) => return Err("redis-server is not installed".into()),
+        (_, false) => cmd.env_remove("REDIS_URL"),
+    };
     let system = spawn("course-service cluster".into(), cmd, base, dir)?;
     let addrs: Vec<std::net::SocketAddr> =
         (0..3).map(|i| ([127, 0, 0, 1], base + i).into()).collect();
     for addr in &addrs {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + ready_within;
         while !ready(*addr) {
             if std::time::Instant::now() > deadline {
-                return Err(format!("instance {addr} not ready within 30 s"));
+                return Err(format!("instance {addr} not ready within {ready_within:?}"));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -216,7 +223,7 @@ fn ready(addr: std::net::SocketAddr) -> bool {
     s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
 }
 
-async fn wait_serving(url: &str) -> Result<(), String> {
+pub(crate) async fn wait_serving(url: &str) -> Result<(), String> {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
@@ -234,12 +241,12 @@ async fn wait_serving(url: &str) -> Result<(), String> {
     }
 }
 
-fn signal(pid: u32, sig: Signal) {
+pub(crate) fn signal(pid: u32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), sig);
 }
 
 /// The children of `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

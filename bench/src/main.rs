@@ -24,6 +24,9 @@ enum Scenario {
     /// Reads and writes through each proxy while the instances are reloaded one by one, one
     /// is killed, and the proxy restarts its own binary.
     Deploy,
+    /// Reads at 2000 req/s through our proxy while 0, 1 and 10 writes a second flow, with
+    /// 1k, 10k and 100k courses (memory cache; Redis at the largest size).
+    Catalogue,
     /// Every scenario above.
     All,
     /// Every system in front of `--upstreams` at `--rate` (not part of `all`).
@@ -226,6 +229,9 @@ async fn run(scenario: Scenario, opts: &Options, custom: &[Profile], rate: f64) 
     }
     if wanted(Scenario::Deploy) {
         add(bench::deploy::deploy(opts, &progress).await);
+    }
+    if wanted(Scenario::Catalogue) {
+        add(bench::catalogue::catalogue(opts, &progress).await);
     }
     if wanted(Scenario::Custom) {
         add(scenarios::balancing("custom", custom, rate, opts, &progress).await);

@@ -41,7 +41,73 @@ pub fn draw_all(dir: &Path, outcome: &Outcome) -> std::io::Result<Vec<String>> {
             files.push(name);
         }
     }
+    if outcome.rows.iter().any(|r| r.scenario == "catalogue-reads") {
+        let name = "catalogue-p99.svg".to_string();
+        catalogue_p99(&dir.join(&name), &outcome.rows).map_err(std::io::Error::other)?;
+        files.push(name);
+    }
     Ok(files)
+}
+
+/// Read p99 against catalogue size, one line per backend and write rate.
+fn catalogue_p99(path: &Path, rows: &[Row]) -> PlotResult {
+    let cells: Vec<(&Row, &crate::catalogue::Cell)> = rows
+        .iter()
+        .filter(|r| r.scenario == "catalogue-reads")
+        .filter_map(|r| Some((r, r.catalogue.as_ref()?)))
+        .collect();
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for (row, cell) in &cells {
+        let name = format!("{}, {:.0} writes/s", cell.backend, cell.writes_per_second);
+        let point = (cell.courses as f64, row.stats.p99_ms.max(0.01));
+        match series.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, points)) => points.push(point),
+            None => series.push((name, vec![point])),
+        }
+    }
+    let (x_lo, x_hi) = cells.iter().fold((f64::MAX, 0f64), |(lo, hi), (_, c)| {
+        (lo.min(c.courses as f64), hi.max(c.courses as f64))
+    });
+    let y_hi = cells
+        .iter()
+        .map(|(r, _)| r.stats.p99_ms)
+        .fold(20.0, f64::max);
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("catalogue: read p99 by catalogue size", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            ((x_lo / 2.0).max(1.0)..x_hi * 2.0).log_scale(),
+            (0.1f64..y_hi * 2.0).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("courses (log scale)")
+        .y_desc("read p99 (ms, log scale)")
+        .draw()?;
+    // The goal: p99 at most 20 ms.
+    chart.draw_series(LineSeries::new(
+        [(x_lo / 2.0, 20.0), (x_hi * 2.0, 20.0)],
+        BLACK.mix(0.4).stroke_width(1),
+    ))?;
+    for (i, (name, points)) in series.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
 /// `x = -log10(1 - q)`: 50 % at 0.3, 90 % at 1, 99 % at 2, 99.99 % at 4, so the tail gets

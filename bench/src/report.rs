@@ -76,6 +76,12 @@ pub fn markdown(outcome: &Outcome) -> String {
         if r.reloads > 0 {
             notes.push(format!("{} reloads", r.reloads));
         }
+        if let Some(cell) = &r.catalogue {
+            notes.push(format!(
+                "cluster ready in {:.1} s; largest instance {:.0} MiB",
+                cell.ready_seconds, cell.rss_mib
+            ));
+        }
         if r.scenario == "cache-freshness" {
             notes.push("ms: write answered → new data served by every other instance".into());
         }

@@ -55,6 +55,9 @@ pub struct Row {
     /// Closed loop measured several times: every run's req/s, in the order run (the row
     /// itself is the median run). Empty for a single run.
     pub rounds: Vec<f64>,
+    /// The `catalogue` scenario: which cell of its grid this row is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<crate::catalogue::Cell>,
 }
 
 /// A scenario's rows, and the peers it could not run.

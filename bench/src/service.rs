@@ -32,6 +32,15 @@ fn secantusd() -> PathBuf {
     )
 }
 
+/// What the database starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Catalogue {
+    /// `configs/seed-courses.json`.
+    Shipped,
+    /// `course-service generate N` (seed 1: the same courses every run).
+    Generated(usize),
+}
+
 /// A cache mode under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {
@@ -69,8 +78,13 @@ pub struct Backing {
 
 impl Backing {
     /// Starts SecantusDB (in memory) and redis-server, and seeds the catalogue with
-    /// `service_bin seed`.
+    /// `service_bin seed` (the 50 shipped courses).
     pub fn start(service_bin: &Path) -> Result<Backing, String> {
+        Backing::start_with(service_bin, Catalogue::Shipped)
+    }
+
+    /// Starts SecantusDB (in memory) and redis-server, and fills the catalogue.
+    pub fn start_with(service_bin: &Path, catalogue: Catalogue) -> Result<Backing, String> {
         let exe = secantusd();
         if !exe.is_file() {
             return Err(format!(
@@ -98,9 +112,12 @@ impl Backing {
             .map(|r| r.url.trim_end_matches('/').replace("http://", "redis://"));
         let dir = workdir("seed");
         let config = write_config(&dir, CacheMode::Off)?;
-        let out = Command::new(service_bin)
-            .arg("seed")
-            .arg(seed_file())
+        let mut fill = Command::new(service_bin);
+        match catalogue {
+            Catalogue::Shipped => fill.arg("seed").arg(seed_file()),
+            Catalogue::Generated(n) => fill.arg("generate").arg(n.to_string()),
+        };
+        let out = fill
             .arg("--config")
             .arg(&config)
             .env("MONGODB_URI", &mongodb_uri)

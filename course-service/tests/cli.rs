@@ -136,11 +136,13 @@ fn bad_config_exits_non_zero_naming_file_line_and_field() {
 async fn seeding_is_idempotent_and_fills_the_catalogue_seen_by_running_instances() {
     let db = unique_db("seed");
     let config = config_for(&db);
-    // A running instance with the (empty) listing cached in Redis.
+    // A running instance with the (empty) listing cached in Redis (no read model: the seed
+    // must reach the cache on its own).
     let redis = RedisServer::start();
     let app = TestApp::builder()
         .database(&db)
         .redis(redis.url())
+        .without_read_model()
         .spawn()
         .await;
     app.wait_cache_ready().await;
@@ -179,6 +181,44 @@ async fn seeding_is_idempotent_and_fills_the_catalogue_seen_by_running_instances
     .await;
     let rust = app.get_json("/api/courses?tag=rust").await;
     assert!(rust["total"].as_u64().unwrap() >= 5);
+}
+
+#[tokio::test]
+async fn generating_a_catalogue_is_deterministic_and_idempotent() {
+    let db = unique_db("generate");
+    let config = config_for(&db);
+    let app = TestApp::builder().database(&db).spawn().await;
+    let run = || {
+        course_service()
+            .args(["generate", "500", "--seed", "3", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("500 new, 0 already present"));
+    let second = run();
+    assert!(String::from_utf8_lossy(&second.stdout).contains("0 new, 500 already present"));
+    // The running instance's read model follows the bulk insert.
+    wait_until_async("500 courses listed", Duration::from_secs(10), || async {
+        app.get_json("/api/courses?per_page=1").await["total"] == 500
+    })
+    .await;
+    // The same seed gives the same courses (ids included).
+    let expected = course_service::seed::synthetic(500, 3);
+    let listed = app.get_json("/api/courses?sort=title&per_page=1").await;
+    let first_title = expected.iter().map(|c| &c.title_key).min().unwrap();
+    assert_eq!(
+        listed["items"][0]["title"].as_str().unwrap().to_lowercase(),
+        *first_title
+    );
+    let id = expected[0].id.to_hex();
+    assert_eq!(app.get_json(&format!("/api/courses/{id}")).await["id"], id);
 }
 
 #[tokio::test]
