@@ -81,6 +81,9 @@ struct Cli {
     /// per concurrent request.
     #[arg(long)]
     connections: Option<usize>,
+    /// `catalogue`: the catalogue sizes (the largest runs again with Redis).
+    #[arg(long, value_delimiter = ',', default_values_t = bench::catalogue::SIZES)]
+    courses: Vec<usize>,
     #[arg(long, hide = true, default_value_t = 0)]
     port: u16,
     #[arg(long, hide = true, default_value_t = 1)]
@@ -158,7 +161,7 @@ async fn bench(cli: Cli) -> ExitCode {
         bench_bin: std::env::current_exe().unwrap_or_else(|_| "bench".into()),
         rounds: usize::from(cli.rounds),
     };
-    let outcome = run(cli.scenario, &opts, &cli.upstreams, cli.rate).await;
+    let outcome = run(cli.scenario, &opts, &cli.upstreams, cli.rate, &cli.courses).await;
     let table = report::markdown(&outcome);
     println!("\n{table}");
     let stamp = SystemTime::now()
@@ -196,7 +199,13 @@ async fn serve_upstream(cli: &Cli) -> ExitCode {
     }
 }
 
-async fn run(scenario: Scenario, opts: &Options, custom: &[Profile], rate: f64) -> Outcome {
+async fn run(
+    scenario: Scenario,
+    opts: &Options,
+    custom: &[Profile],
+    rate: f64,
+    courses: &[usize],
+) -> Outcome {
     let progress = |s: &str| eprintln!("running {s}");
     let wanted = |s: Scenario| {
         scenario == s
@@ -231,7 +240,7 @@ async fn run(scenario: Scenario, opts: &Options, custom: &[Profile], rate: f64) 
         add(bench::deploy::deploy(opts, &progress).await);
     }
     if wanted(Scenario::Catalogue) {
-        add(bench::catalogue::catalogue(opts, &progress).await);
+        add(bench::catalogue::catalogue_with(opts, courses, &progress).await);
     }
     if wanted(Scenario::Custom) {
         add(scenarios::balancing("custom", custom, rate, opts, &progress).await);

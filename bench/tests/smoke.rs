@@ -464,3 +464,49 @@ async fn deploy_reloads_kills_and_restarts_with_no_failed_request_through_ours()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_reads_and_writes_through_ours_with_both_backends() {
+    let outcome = bench::catalogue::catalogue_with(&options(), &[300], &|_| {}).await;
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    let cells: Vec<_> = outcome
+        .rows
+        .iter()
+        .map(|r| (r.scenario.as_str(), r.system.as_str()))
+        .collect();
+    // Three write rates with memory, three with Redis; writes rows where writes were sent.
+    assert_eq!(
+        cells
+            .iter()
+            .filter(|(s, _)| *s == "catalogue-reads")
+            .count(),
+        6,
+        "{cells:?}"
+    );
+    assert_eq!(
+        cells
+            .iter()
+            .filter(|(s, _)| *s == "catalogue-writes")
+            .count(),
+        4,
+        "{cells:?}"
+    );
+    for r in &outcome.rows {
+        // A tenth of 1 write a second for a second may send none; every other cell sends.
+        if r.rate >= 1.0 {
+            assert!(r.stats.sent > 0, "{} {}", r.scenario, r.system);
+        }
+        assert_eq!(
+            r.stats.failed, 0,
+            "{} {}: {} of {} failed",
+            r.scenario, r.system, r.stats.failed, r.stats.sent
+        );
+        let cell = r.catalogue.as_ref().expect("every row is a cell");
+        assert_eq!(cell.courses, 300);
+        assert!(cell.rss_mib > 0.0 && cell.ready_seconds > 0.0);
+    }
+    let dir = std::env::temp_dir().join(format!("mc-catalogue-{}", std::process::id()));
+    bench::report::write(&dir, &outcome, "test").unwrap();
+    assert!(dir.join("catalogue-p99.svg").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

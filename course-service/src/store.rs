@@ -192,13 +192,12 @@ impl CourseStore {
             .await
     }
 
-    /// Every course, in `_id` order, as raw documents (the read model's load). Not bounded by
-    /// the operation timeout: a large catalogue takes what it takes.
-    pub async fn scan(&self) -> Result<mongodb::Cursor<Document>, StoreError> {
-        self.db
-            .collection::<Document>(COLLECTION)
+    /// Every course, in no particular order (the read model's load: a sort would only cost
+    /// the server). Not bounded by the operation timeout: a large catalogue takes what it
+    /// takes.
+    pub async fn scan(&self) -> Result<mongodb::Cursor<CourseDoc>, StoreError> {
+        self.courses
             .find(doc! {})
-            .sort(doc! { "_id": 1 })
             .batch_size(2000)
             .await
             .map_err(|e| self.classify("scan", e))

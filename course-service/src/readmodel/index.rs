@@ -9,13 +9,18 @@
 //!   escaped `$regex` with option `i`) uses a trigram index: a course can only contain the
 //!   lower-cased search text if it contains each of its three-byte windows, so the postings of
 //!   those windows, intersected, are the candidates, and each candidate is then checked
-//!   exactly. Texts shorter than three bytes are checked against every course.
+//!   exactly. Every text ends with a separator, so each occurrence of a one- or two-byte
+//!   search starts some window: its matches are exactly the union of the windows it begins.
+//!
+//! The matches of the last [`SEARCHES_KEPT`] search texts are kept, and every change updates
+//! them (one substring check per kept text), so a repeated search costs a lookup even while
+//! writes flow.
 //!
 //! A page is then either a walk of the ordered set (skipping courses the filter drops), or,
 //! when the filter keeps few courses, a partial sort of just those: whichever touches fewer.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use memchr::memmem;
 use mongodb::bson::oid::ObjectId;
@@ -30,6 +35,9 @@ const SELECTIVE: u64 = 16;
 /// Stop intersecting trigram postings once this few candidates are left: checking them is
 /// cheaper than more intersections.
 const FEW_CANDIDATES: u64 = 64;
+
+/// Search texts whose matches are kept up to date.
+const SEARCHES_KEPT: usize = 512;
 
 /// Separates the searchable fields in [`Entry::text`]: a control character, which a search
 /// never contains (the query parser refuses them), so no match can span two fields.
@@ -60,21 +68,21 @@ struct Entry {
     /// One per [`SORTABLE`] entry, in its order.
     keys: [Key; SORTABLE.len()],
     level: Level,
-    /// Lower-cased title, description and instructor, joined by [`FIELD_SEPARATOR`].
+    /// Lower-cased title, description and instructor, each followed by [`FIELD_SEPARATOR`].
     text: Box<str>,
 }
 
 impl Entry {
     fn new(doc: CourseDoc) -> Entry {
         let keys = SORTABLE.map(|(_, field)| key(&doc, field));
-        let text = [
-            doc.title.as_str(),
-            doc.description.as_str(),
-            doc.instructor.as_str(),
-        ]
-        .join(&FIELD_SEPARATOR.to_string())
-        .to_lowercase()
-        .into_boxed_str();
+        let mut text = String::with_capacity(
+            doc.title.len() + doc.description.len() + doc.instructor.len() + 3,
+        );
+        for field in [&doc.title, &doc.description, &doc.instructor] {
+            text.push_str(&field.to_lowercase());
+            text.push(FIELD_SEPARATOR);
+        }
+        let text = text.into_boxed_str();
         Entry {
             id: doc.id,
             level: doc.level,
@@ -121,15 +129,82 @@ pub struct Index {
     orders: [BTreeSet<(Key, ObjectId, u32)>; SORTABLE.len()],
     tags: HashMap<String, RoaringBitmap>,
     levels: [RoaringBitmap; Level::ALL.len()],
-    grams: HashMap<[u8; 3], RoaringBitmap>,
+    /// Ordered, so the windows a short search begins are one range.
+    grams: BTreeMap<[u8; 3], RoaringBitmap>,
     all: RoaringBitmap,
+    /// Behind a mutex: reads (which hold the index shared) fill it.
+    searches: Mutex<Searches>,
+}
+
+/// The matches of recent search texts (lower-cased), oldest first in `order`.
+#[derive(Default)]
+struct Searches {
+    results: HashMap<Box<str>, (memmem::Finder<'static>, Arc<RoaringBitmap>)>,
+    order: VecDeque<Box<str>>,
+}
+
+impl Searches {
+    fn get(&self, needle: &str) -> Option<Arc<RoaringBitmap>> {
+        self.results.get(needle).map(|(_, found)| found.clone())
+    }
+
+    fn keep(&mut self, needle: &str, found: Arc<RoaringBitmap>) {
+        if self.results.contains_key(needle) {
+            return;
+        }
+        if self.order.len() >= SEARCHES_KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.results.remove(&oldest);
+            }
+        }
+        let finder = memmem::Finder::new(needle.as_bytes()).into_owned();
+        self.results.insert(needle.into(), (finder, found));
+        self.order.push_back(needle.into());
+    }
+
+    /// The course in `slot` now has `text` (`None`: it is gone).
+    fn changed(&mut self, slot: u32, text: Option<&str>) {
+        for (finder, found) in self.results.values_mut() {
+            let matches = text.is_some_and(|t| finder.find(t.as_bytes()).is_some());
+            if matches != found.contains(slot) {
+                let found = Arc::make_mut(found);
+                if matches {
+                    found.insert(slot);
+                } else {
+                    found.remove(slot);
+                }
+            }
+        }
+    }
 }
 
 impl Index {
     pub fn build(docs: impl IntoIterator<Item = CourseDoc>) -> Index {
         let mut index = Index::default();
+        // Postings gathered as sorted lists first: building each bitmap in one go is many
+        // times faster than inserting slot by slot into a map of bitmaps.
+        let mut grams: HashMap<[u8; 3], Vec<u32>> = HashMap::new();
         for doc in docs {
-            index.upsert(doc);
+            if index.by_id.contains_key(&doc.id) {
+                index.upsert(doc);
+                continue;
+            }
+            let slot = u32::try_from(index.slots.len()).expect("fewer than 2^32 courses");
+            index.slots.push(None);
+            let entry = Entry::new(doc);
+            for gram in trigrams(&entry.text) {
+                grams.entry(gram).or_default().push(slot);
+            }
+            index.link(slot, entry, false);
+        }
+        for (gram, slots) in grams {
+            let posting = RoaringBitmap::from_sorted_iter(slots).expect("slots ascend");
+            match index.grams.get_mut(&gram) {
+                Some(existing) => *existing |= posting,
+                None => {
+                    index.grams.insert(gram, posting);
+                }
+            }
         }
         index
     }
@@ -160,7 +235,11 @@ impl Index {
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 courses")
             }),
         };
-        let entry = Entry::new(doc);
+        self.link(slot, Entry::new(doc), true);
+    }
+
+    /// Puts `entry` in `slot` and in every index (the trigram postings when `grams`).
+    fn link(&mut self, slot: u32, entry: Entry, grams: bool) {
         for (order, key) in self.orders.iter_mut().zip(&entry.keys) {
             order.insert((key.clone(), entry.id, slot));
         }
@@ -168,10 +247,16 @@ impl Index {
             self.tags.entry(tag.clone()).or_default().insert(slot);
         }
         self.levels[level_slot(entry.level)].insert(slot);
-        for gram in trigrams(&entry.text) {
-            self.grams.entry(gram).or_default().insert(slot);
+        if grams {
+            for gram in trigrams(&entry.text) {
+                self.grams.entry(gram).or_default().insert(slot);
+            }
         }
         self.all.insert(slot);
+        self.searches
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .changed(slot, Some(&entry.text));
         self.by_id.insert(entry.id, slot);
         self.slots[slot as usize] = Some(entry);
     }
@@ -197,9 +282,18 @@ impl Index {
         }
         self.levels[level_slot(entry.level)].remove(slot);
         for gram in trigrams(&entry.text) {
-            remove_from(&mut self.grams, &gram, slot);
+            if let Some(set) = self.grams.get_mut(&gram) {
+                set.remove(slot);
+                if set.is_empty() {
+                    self.grams.remove(&gram);
+                }
+            }
         }
         self.all.remove(slot);
+        self.searches
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .changed(slot, None);
     }
 
     fn entry(&self, slot: u32) -> &Entry {
@@ -316,6 +410,31 @@ impl Index {
     /// The slots (among `within`, if given) whose text contains `text`, ignoring case.
     fn search(&self, text: &str, within: Option<RoaringBitmap>) -> RoaringBitmap {
         let needle = text.to_lowercase();
+        let searches = || {
+            self.searches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let kept = searches().get(&needle);
+        let found = match kept {
+            Some(found) => found,
+            None => {
+                let found = Arc::new(self.find(&needle));
+                searches().keep(&needle, found.clone());
+                found
+            }
+        };
+        match within {
+            Some(w) => w & &*found,
+            None => (*found).clone(),
+        }
+    }
+
+    /// The slots whose text contains `needle` (lower-cased), from the postings.
+    fn find(&self, needle: &str) -> RoaringBitmap {
+        if needle.len() < 3 {
+            return self.starting(needle.as_bytes());
+        }
         let mut postings = Vec::new();
         for gram in trigrams(&needle) {
             match self.grams.get(&gram) {
@@ -325,7 +444,7 @@ impl Index {
             }
         }
         postings.sort_by_key(|p| p.len());
-        let mut candidates = within;
+        let mut candidates: Option<RoaringBitmap> = None;
         for posting in postings {
             if candidates
                 .as_ref()
@@ -339,11 +458,24 @@ impl Index {
             });
         }
         let finder = memmem::Finder::new(needle.as_bytes());
-        let contains = |slot: &u32| finder.find(self.entry(*slot).text.as_bytes()).is_some();
-        match candidates {
-            Some(c) => c.iter().filter(contains).collect(),
-            None => self.all.iter().filter(contains).collect(),
+        candidates
+            .unwrap_or_default()
+            .iter()
+            .filter(|slot| finder.find(self.entry(*slot).text.as_bytes()).is_some())
+            .collect()
+    }
+
+    /// The slots having a window that begins with `prefix` (one or two bytes).
+    fn starting(&self, prefix: &[u8]) -> RoaringBitmap {
+        let mut low = [0u8; 3];
+        low[..prefix.len()].copy_from_slice(prefix);
+        let mut high = [u8::MAX; 3];
+        high[..prefix.len()].copy_from_slice(prefix);
+        let mut found = RoaringBitmap::new();
+        for (_, posting) in self.grams.range(low..=high) {
+            found |= posting;
         }
+        found
     }
 }
 
@@ -433,8 +565,11 @@ mod tests {
         );
         assert_eq!(list(&index, "tag=nope").total, 0);
         assert_eq!(titles(&list(&index, "q=CR%C3%88ME")), ["Crème Brûlée"]);
-        // Two letters: too short for a trigram, checked course by course.
+        // Shorter than a window: the windows they begin, at the end of a field too.
         assert_eq!(list(&index, "q=go").total, 1);
+        assert_eq!(list(&index, "q=ce").total, 4, "Lovelace, at the end");
+        assert_eq!(list(&index, "q=%C3%A9").total, 1, "é is two bytes");
+        assert_eq!(list(&index, "q=z").total, 0);
         // A match may not span two fields.
         assert_eq!(list(&index, "q=tour%20all").total, 0);
         // Instructor and description are searched too.
@@ -467,6 +602,28 @@ mod tests {
         assert_eq!(index.slots.len(), 4);
         assert_eq!(titles(&list(&index, "q=zig")), ["Zig"]);
         assert_eq!(list(&index, "q=tokio").total, 0);
+    }
+
+    #[test]
+    fn kept_search_results_follow_every_change() {
+        let mut index = sample();
+        assert_eq!(list(&index, "q=rust").total, 2);
+        assert_eq!(list(&index, "q=ru").total, 2);
+        index.upsert(doc(5, "Rust in Production", &[], Level::Advanced, 1));
+        let mut renamed = doc(1, "Zig Basics", &["zig"], Level::Beginner, 500);
+        renamed.version = 2;
+        index.upsert(renamed);
+        index.remove(&ObjectId::from_bytes([2; 12]));
+        for q in ["q=rust", "q=ru"] {
+            assert_eq!(titles(&list(&index, q)), ["Rust in Production"], "{q}");
+        }
+        // Within other filters too.
+        assert_eq!(list(&index, "q=rust&level=beginner").total, 0);
+        assert_eq!(
+            index.searches.lock().unwrap().results.len(),
+            2,
+            "both texts kept"
+        );
     }
 
     #[test]

@@ -269,15 +269,16 @@ impl ReadModel {
         let mut docs = Vec::new();
         let mut skipped = 0usize;
         while cursor.advance().await.map_err(|e| e.to_string())? {
-            let raw = cursor.deserialize_current().map_err(|e| e.to_string())?;
-            match mongodb::bson::from_document::<CourseDoc>(raw) {
+            match cursor.deserialize_current() {
                 Ok(doc) => docs.push(doc),
                 Err(_) => skipped += 1,
             }
         }
+        let read_in = started.elapsed();
         let index = tokio::task::spawn_blocking(move || Index::build(docs))
             .await
             .map_err(|e| format!("building the index failed: {e}"))?;
+        let indexed_in = started.elapsed() - read_in;
         let courses = index.len();
         *self.write() = index;
         self.shared.loaded.store(true, Ordering::Release);
@@ -293,7 +294,7 @@ impl ReadModel {
                 "documents that are not courses were left out of the read model"
             );
         }
-        tracing::info!(courses, took = ?started.elapsed(), reason, "read model loaded");
+        tracing::info!(courses, took = ?started.elapsed(), ?read_in, ?indexed_in, reason, "read model loaded");
         Ok(())
     }
 
