@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::deploy::{children, start_cluster, wait_serving};
 use crate::load::{open_loop_mixed, Stats};
-use crate::scenarios::{Options, Outcome, Row};
+use crate::scenarios::{freshness, Options, Outcome, Row};
 use crate::service::{Backing, Catalogue, TOKEN};
 use crate::systems::{self, Tuning};
 
@@ -171,6 +171,20 @@ async fn cells(
             });
         }
     }
+    // Freshness at this size: one write at a time through the first instance, each timed
+    // until every other instance serves it.
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}/")).collect();
+    let label = format!("{courses} courses, {backend}");
+    let mut fresh = freshness(&urls, &label, opts.duration.min(Duration::from_secs(5))).await?;
+    fresh.scenario = "catalogue-freshness".into();
+    fresh.catalogue = Some(Cell {
+        courses,
+        backend,
+        writes_per_second: 0.0,
+        ready_seconds,
+        rss_mib,
+    });
+    rows.push(fresh);
     drop(proxy);
     drop(cluster);
     Ok(rows)

@@ -82,7 +82,7 @@ pub fn markdown(outcome: &Outcome) -> String {
                 cell.ready_seconds, cell.rss_mib
             ));
         }
-        if r.scenario == "cache-freshness" {
+        if r.scenario.ends_with("-freshness") {
             notes.push("ms: write answered → new data served by every other instance".into());
         }
         out.push_str(&format!(

@@ -663,7 +663,8 @@ pub async fn cache(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         outcome.rows.push(row);
         if mode != CacheMode::Off {
             service::wait_idle(&instances).await;
-            match freshness(&instances, mode.label(), opts.duration).await {
+            let urls: Vec<String> = instances.iter().map(|s| s.url.clone()).collect();
+            match freshness(&urls, mode.label(), opts.duration).await {
                 Ok(row) => outcome.rows.push(row),
                 Err(e) => outcome.skipped.push(format!("cache-freshness: {e}")),
             }
@@ -675,18 +676,22 @@ pub async fn cache(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
 /// Writes through the first instance, one after another for `duration` (at most 2000), each
 /// followed by polling every other instance until it serves the new price: the time from the
 /// write's answer until all of them do.
-async fn freshness(instances: &[System], label: &str, duration: Duration) -> Result<Row, String> {
+pub(crate) async fn freshness(
+    instances: &[String],
+    label: &str,
+    duration: Duration,
+) -> Result<Row, String> {
     const GIVE_UP: Duration = Duration::from_secs(5);
     let http = Http::new();
     let (_, _, body) = http
-        .get(&format!("{}api/courses?per_page=1", instances[0].url))
+        .get(&format!("{}api/courses?per_page=1", instances[0]))
         .await?;
     let listing: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     let id = listing["items"][0]["id"]
         .as_str()
         .ok_or("the seeded catalogue is empty")?
         .to_string();
-    let item = |s: &System| format!("{}api/courses/{id}", s.url);
+    let item = |base: &String| format!("{base}api/courses/{id}");
     let mut hist = histogram();
     let (mut sent, mut failed) = (0u64, 0u64);
     let start = tokio::time::Instant::now();

@@ -436,7 +436,7 @@ impl Index {
             return self.starting(needle.as_bytes());
         }
         let mut postings = Vec::new();
-        for gram in trigrams(&needle) {
+        for gram in trigrams(needle) {
             match self.grams.get(&gram) {
                 Some(p) => postings.push(p),
                 // A window no course has: nothing can match.
