@@ -353,6 +353,25 @@ async fn a_database_restart_is_followed_through() {
         res.status() == 200 && res.headers()["x-cache"] == "STALE"
     })
     .await;
+    // Having found the database unreachable, the instance does not ask it again for every
+    // read (each asking would wait out server selection) until its model follows again.
+    let finds = || {
+        metric(
+            &pair.model,
+            "course_service_db_operation_duration_seconds_count{op=\"find\"}",
+        )
+    };
+    let before = finds().await;
+    for path in [
+        "/api/courses",
+        "/api/courses?sort=title",
+        "/api/courses?q=rust",
+    ] {
+        let res = pair.model.get(path).await;
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["x-cache"], "STALE", "{path}");
+    }
+    assert_eq!(finds().await, before, "the database was asked again");
     let server = MongoServer::start_durable(port, &dir);
     for i in 0..5 {
         wait_until_async(

@@ -14,7 +14,8 @@
 //!   collection was dropped or renamed, the model is loaded again from scratch.
 //! - **While not following** (loading, stream broken) reads go to the database through the
 //!   cache, as with the model disabled; if the database is unreachable too, the model's
-//!   content is served as stale for the cache's stale window.
+//!   content is served as stale for the cache's stale window, without asking the database
+//!   again until the model follows again.
 //! - **Read your writes.** A write waits (boundedly) until this instance's model shows it, so
 //!   the writer's next read through the same instance sees it; the other instances see it as
 //!   soon as their stream delivers the event.
@@ -71,6 +72,10 @@ struct Shared {
     lost_at: Mutex<Option<Instant>>,
     /// It has been loaded at least once (its content can be served as stale).
     loaded: AtomicBool,
+    /// A read found the database unreachable while the model was not following: until the
+    /// model follows again, reads are answered from it as stale without asking the database
+    /// again (each asking would cost the server-selection timeout).
+    unreachable: AtomicBool,
     metrics: Metrics,
 }
 
@@ -92,6 +97,7 @@ impl ReadModel {
                 following: AtomicBool::new(false),
                 lost_at: Mutex::new(None),
                 loaded: AtomicBool::new(false),
+                unreachable: AtomicBool::new(false),
                 metrics: metrics.clone(),
             }),
         }
@@ -152,6 +158,20 @@ impl ReadModel {
         lost_at.is_none_or(|at| at.elapsed() <= window)
     }
 
+    /// A read found the database unreachable: until the model follows again (its follower
+    /// keeps trying), [`ReadModel::presumed_unreachable`] says so.
+    pub fn database_unreachable(&self) {
+        if !self.is_following() {
+            self.shared.unreachable.store(true, Ordering::Release);
+        }
+    }
+
+    /// The database was found unreachable and the model has not followed since: answer from
+    /// the model (stale) rather than wait for the database again.
+    pub fn presumed_unreachable(&self) -> bool {
+        self.shared.unreachable.load(Ordering::Acquire) && !self.is_following()
+    }
+
     /// [`ReadModel::list`] from the model however current, within the stale `window`.
     pub fn list_stale(&self, q: &ListQuery, window: Duration) -> Option<Page> {
         self.servable_stale(window).then(|| self.read().list(q))
@@ -186,6 +206,9 @@ impl ReadModel {
 
     fn set_following(&self, following: bool, cache: &CatalogCache) {
         let was = self.shared.following.swap(following, Ordering::AcqRel);
+        if following {
+            self.shared.unreachable.store(false, Ordering::Release);
+        }
         self.shared
             .metrics
             .model_following

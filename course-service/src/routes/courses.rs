@@ -109,6 +109,12 @@ pub async fn list(
         let body = render_page(&query, &page)?;
         return Ok(cached_response(&headers, &body, Source::Model));
     }
+    if state.model.presumed_unreachable() {
+        if let Some(page) = state.model.list_stale(&query, state.stale_window) {
+            let body = render_page(&query, &page)?;
+            return Ok(cached_response(&headers, &body, Source::Stale));
+        }
+    }
     let key = format!("list|{}", query.canonical());
     let store = state.store.clone();
     let db_query = query.clone();
@@ -123,7 +129,7 @@ pub async fn list(
     match loaded {
         Ok((cached, source)) => Ok(cached_response(&headers, &cached, source)),
         Err(e) => match (
-            unreachable(&e),
+            unreachable(&e, &state),
             state.model.list_stale(&query, state.stale_window),
         ) {
             (true, Some(page)) => {
@@ -135,9 +141,14 @@ pub async fn list(
     }
 }
 
-/// The database could not be reached: the last known catalogue may stand in.
-fn unreachable(e: &LoadError) -> bool {
-    matches!(e, LoadError::Store(StoreError::Unavailable(_)))
+/// The database could not be reached: the last known catalogue may stand in (and will,
+/// without asking again, until the read model follows again).
+fn unreachable(e: &LoadError, state: &AppState) -> bool {
+    let unreachable = matches!(e, LoadError::Store(StoreError::Unavailable(_)));
+    if unreachable {
+        state.model.database_unreachable();
+    }
+    unreachable
 }
 
 /// `GET /api/courses/{id}`: from the read model while it follows the database, else through
@@ -151,6 +162,12 @@ pub async fn get_one(
     if let Some(found) = state.model.get(&oid) {
         let body = render_course(&id, found)?;
         return Ok(cached_response(&headers, &body, Source::Model));
+    }
+    if state.model.presumed_unreachable() {
+        if let Some(found) = state.model.get_stale(&oid, state.stale_window) {
+            let body = render_course(&id, found)?;
+            return Ok(cached_response(&headers, &body, Source::Stale));
+        }
     }
     let store = state.store.clone();
     let loaded = state
@@ -169,7 +186,7 @@ pub async fn get_one(
     match loaded {
         Ok((cached, source)) => Ok(cached_response(&headers, &cached, source)),
         Err(e) => match (
-            unreachable(&e),
+            unreachable(&e, &state),
             state.model.get_stale(&oid, state.stale_window),
         ) {
             (true, Some(found)) => {
