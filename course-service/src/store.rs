@@ -20,7 +20,7 @@ use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use mongodb::change_stream::ChangeStream;
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::FullDocumentType;
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
+use mongodb::options::{ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 use tokio::time::Instant;
 
@@ -370,42 +370,61 @@ impl CourseStore {
         Ok(res.upserted_id.is_some())
     }
 
-    /// Replaces the writable fields of course `id` if it is still at `version`, bumping the
-    /// version. Conditioning the write on the version makes concurrent updates lose nothing:
-    /// the second one finds the version moved and is refused.
+    /// Replaces the writable fields of `current` with `c` if the course is still at
+    /// `current.version`, bumping the version, and returns the course as stored now.
+    /// Conditioning the write on the version makes concurrent updates lose nothing: the second
+    /// one finds the version moved and is refused. A plain conditional update (and the
+    /// stored form computed here, which the condition makes exact) rather than
+    /// `findAndModify`, which SecantusDB answers by scanning: 1.2-1.6 s at 100 000 courses
+    /// against 4 ms.
     pub async fn update(
         &self,
-        id: ObjectId,
-        version: i64,
+        current: &CourseDoc,
         c: ValidCourse,
     ) -> Result<Conditional<CourseDoc>, StoreError> {
-        let set = doc! {
-            "title": c.title,
-            "title_key": c.title_key,
-            "slug": c.slug,
-            "description": c.description,
-            "instructor": c.instructor,
-            "duration_minutes": c.duration_minutes,
-            "level": c.level.as_str(),
-            "tags": c.tags,
-            "price_cents": c.price_cents,
-            "updated_at": DateTime::now(),
+        let now = DateTime::now();
+        let updated = CourseDoc {
+            id: current.id,
+            title: c.title,
+            title_key: c.title_key,
+            slug: c.slug,
+            description: c.description,
+            instructor: c.instructor,
+            duration_minutes: c.duration_minutes,
+            level: c.level,
+            tags: c.tags,
+            price_cents: c.price_cents,
+            created_at: current.created_at,
+            updated_at: now,
+            version: current.version + 1,
         };
-        let max_time = self.op_timeout;
-        let updated = self
+        let set = doc! {
+            "title": &updated.title,
+            "title_key": &updated.title_key,
+            "slug": &updated.slug,
+            "description": &updated.description,
+            "instructor": &updated.instructor,
+            "duration_minutes": updated.duration_minutes,
+            "level": updated.level.as_str(),
+            "tags": &updated.tags,
+            "price_cents": updated.price_cents,
+            "updated_at": now,
+        };
+        let (id, version) = (current.id, current.version);
+        // Bounded by the operation timeout, as every operation (`timed`).
+        let res = self
             .timed("update", move |c| async move {
-                c.find_one_and_update(
+                c.update_one(
                     doc! { "_id": id, "version": version },
                     doc! { "$set": set, "$inc": { "version": 1_i64 } },
                 )
-                .return_document(ReturnDocument::After)
-                .max_time(max_time)
                 .await
             })
             .await?;
-        match updated {
-            Some(doc) => Ok(Conditional::Done(doc)),
-            None => self.why_not_matched(id).await,
+        if res.matched_count == 1 {
+            Ok(Conditional::Done(updated))
+        } else {
+            self.why_not_matched(id).await
         }
     }
 

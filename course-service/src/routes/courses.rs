@@ -312,7 +312,7 @@ async fn update(
         return Err(version_moved(current.version));
     }
     let valid = change(&current).validate().map_err(ApiError::Validation)?;
-    match state.store.update(oid, current.version, valid).await? {
+    match state.store.update(&current, valid).await? {
         Conditional::Done(doc) => {
             state.cache.invalidate().await;
             state.model.show_write(oid, Some(doc.version)).await;
