@@ -76,6 +76,23 @@ impl AppState {
         self.indexes_ready.load(Ordering::Acquire)
     }
 
+    /// Starts what follows the catalogue's changes for as long as the process lives: the
+    /// cache's follower and the read model's.
+    pub fn spawn_followers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(
+                self.cache
+                    .clone()
+                    .follow_changes(self.store.clone(), self.model.is_enabled()),
+            ),
+            tokio::spawn(
+                self.model
+                    .clone()
+                    .follow(self.store.clone(), self.cache.clone()),
+            ),
+        ]
+    }
+
     /// Creates the indexes, retrying with backoff until it succeeds; the instance serves
     /// reads meanwhile and reports not ready.
     pub async fn ensure_indexes_until_done(self) {

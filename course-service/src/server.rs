@@ -85,21 +85,8 @@ pub async fn run(
         .map_err(|e| format!("cannot set up the MongoDB client: {e}"))?;
     let listeners = Listeners::take_or_bind(config.listen).await?;
     let state = AppState::new(&config, &client)?;
-    let background = [
-        tokio::spawn(state.clone().ensure_indexes_until_done()),
-        tokio::spawn(
-            state
-                .cache
-                .clone()
-                .follow_changes(state.store.clone(), state.model.is_enabled()),
-        ),
-        tokio::spawn(
-            state
-                .model
-                .clone()
-                .follow(state.store.clone(), state.cache.clone()),
-        ),
-    ];
+    let mut background = state.spawn_followers();
+    background.push(tokio::spawn(state.clone().ensure_indexes_until_done()));
     if state.admin_token.is_none() {
         tracing::warn!("MC_ADMIN_TOKEN is not set: every write will be refused with 403");
     }

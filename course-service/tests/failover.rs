@@ -11,27 +11,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use support::{course, MongoServer, TestApp};
 
-/// Arms `failCommand` for the next `times` commands named `commands`.
-async fn fail_next(
-    server: &MongoServer,
-    commands: &[&str],
-    times: u32,
-    data: mongodb::bson::Document,
-) {
-    let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
-    let mut spec = doc! { "failCommands": commands.to_vec() };
-    spec.extend(data);
-    client
-        .database("admin")
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": { "times": times },
-            "data": spec,
-        })
-        .await
-        .expect("configureFailPoint (SecantusDB --enable-test-commands)");
-}
-
 async fn post(app: &TestApp, n: usize) -> reqwest::Response {
     app.admin(Method::POST, "/api/courses")
         .json(&course(n))
@@ -61,7 +40,7 @@ async fn step_downs_and_network_errors_are_retried_once_or_answered_503() {
         ("network error", doc! { "closeConnection": true }),
     ];
     for (i, (what, data)) in cases.into_iter().enumerate() {
-        fail_next(&server, &["insert"], 1, data).await;
+        server.fail_next(&["insert"], 1, data).await;
         let res = post(&app, i).await;
         assert_eq!(res.status(), 201, "{what}: {:?}", res.text().await);
     }
@@ -76,7 +55,7 @@ async fn step_downs_and_network_errors_are_retried_once_or_answered_503() {
         ),
         ("network error", doc! { "closeConnection": true }),
     ] {
-        fail_next(&server, &["insert"], 2, data).await;
+        server.fail_next(&["insert"], 2, data).await;
         let res = post(&app, 10).await;
         assert_eq!(res.status(), 503, "{what}");
         assert!(res.headers().contains_key("retry-after"), "{what}");
@@ -84,7 +63,9 @@ async fn step_downs_and_network_errors_are_retried_once_or_answered_503() {
         assert_eq!(body["status"], 503, "{what}: {body}");
     }
     // A step-down the server did not label, on the write and its retry: still a 503.
-    fail_next(&server, &["insert"], 2, doc! { "errorCode": 189 }).await;
+    server
+        .fail_next(&["insert"], 2, doc! { "errorCode": 189 })
+        .await;
     let res = post(&app, 11).await;
     assert_eq!(res.status(), 503, "PrimarySteppedDown without a label");
     let listed = app.get_json("/api/courses?per_page=100").await;
@@ -93,13 +74,13 @@ async fn step_downs_and_network_errors_are_retried_once_or_answered_503() {
     // An update and a delete through a step-down: retried, applied once.
     let id = listed["items"][0]["id"].as_str().unwrap().to_string();
     let path = format!("/api/courses/{id}");
-    fail_next(
-        &server,
-        &["update", "findAndModify"],
-        1,
-        doc! { "errorCode": 10107, "errorLabels": ["RetryableWriteError"] },
-    )
-    .await;
+    server
+        .fail_next(
+            &["update", "findAndModify"],
+            1,
+            doc! { "errorCode": 10107, "errorLabels": ["RetryableWriteError"] },
+        )
+        .await;
     let res = app
         .admin(Method::PATCH, &path)
         .json(&json!({ "price_cents": 4242 }))
@@ -112,13 +93,13 @@ async fn step_downs_and_network_errors_are_retried_once_or_answered_503() {
         (now["price_cents"].as_i64(), now["version"].as_i64()),
         (Some(4242), Some(2))
     );
-    fail_next(
-        &server,
-        &["delete", "findAndModify"],
-        1,
-        doc! { "errorCode": 91, "errorLabels": ["RetryableWriteError"] },
-    )
-    .await;
+    server
+        .fail_next(
+            &["delete", "findAndModify"],
+            1,
+            doc! { "errorCode": 91, "errorLabels": ["RetryableWriteError"] },
+        )
+        .await;
     let res = app.admin(Method::DELETE, &path).send().await.unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(app.get(&path).await.status(), 404);

@@ -260,22 +260,6 @@ async fn concurrent_writes_through_the_api_and_into_the_database_are_followed() 
     pair.converge(&paths).await;
 }
 
-/// Arms `failCommand` on the next `times` change-stream `getMore`s.
-async fn fail_get_more(server: &MongoServer, times: u32, data: mongodb::bson::Document) {
-    let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
-    let mut spec = doc! { "failCommands": ["getMore"] };
-    spec.extend(data);
-    client
-        .database("admin")
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": { "times": times },
-            "data": spec,
-        })
-        .await
-        .expect("configureFailPoint (SecantusDB --enable-test-commands)");
-}
-
 async fn metric(app: &TestApp, line_prefix: &str) -> f64 {
     let text = app.get("/metrics").await.text().await.unwrap();
     text.lines()
@@ -308,7 +292,9 @@ async fn missed_events_are_resumed_or_reloaded_never_lost() {
 
     // The connection drops under the stream (resumable): it is resumed after its last
     // event, and the writes made meanwhile arrive; nothing is loaded again.
-    fail_get_more(&server, 2, doc! { "closeConnection": true }).await;
+    server
+        .fail_next(&["getMore"], 2, doc! { "closeConnection": true })
+        .await;
     for i in 0..5 {
         pair.database.create(course(i)).await;
     }
@@ -321,7 +307,9 @@ async fn missed_events_are_resumed_or_reloaded_never_lost() {
 
     // The server no longer has the history after the token (ChangeStreamHistoryLost): the
     // model is loaded again, and the writes it could not follow are in it.
-    fail_get_more(&server, 1, doc! { "errorCode": 286 }).await;
+    server
+        .fail_next(&["getMore"], 1, doc! { "errorCode": 286 })
+        .await;
     for i in 5..10 {
         pair.database.create(course(i)).await;
     }

@@ -122,6 +122,23 @@ impl MongoServer {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
     }
 
+    /// Arms `failCommand` for the next `times` commands named `commands` (a server started
+    /// with `start`, which enables test commands; fail points are server-wide).
+    pub async fn fail_next(&self, commands: &[&str], times: u32, data: mongodb::bson::Document) {
+        let client = mongodb::Client::with_uri_str(self.uri()).await.unwrap();
+        let mut spec = mongodb::bson::doc! { "failCommands": commands.to_vec() };
+        spec.extend(data);
+        client
+            .database("admin")
+            .run_command(mongodb::bson::doc! {
+                "configureFailPoint": "failCommand",
+                "mode": { "times": times },
+                "data": spec,
+            })
+            .await
+            .expect("configureFailPoint (SecantusDB --enable-test-commands)");
+    }
+
     /// Stops the server (its watchdog forwards SIGTERM) and waits until the port refuses.
     pub fn stop(&mut self) {
         terminate(&mut self.child);
@@ -468,18 +485,7 @@ impl AppBuilder {
                 .indexes_ready
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        tokio::spawn(
-            state
-                .cache
-                .clone()
-                .follow_changes(state.store.clone(), state.model.is_enabled()),
-        );
-        tokio::spawn(
-            state
-                .model
-                .clone()
-                .follow(state.store.clone(), state.cache.clone()),
-        );
+        state.spawn_followers();
         if state.indexes_ready() && state.model.is_enabled() {
             let model = state.model.clone();
             wait_until_async("the read model to follow", Duration::from_secs(30), || {
