@@ -267,21 +267,7 @@ impl CourseStore {
     /// Inserts a new course at version 1.
     pub async fn insert(&self, c: ValidCourse) -> Result<CourseDoc, StoreError> {
         let now = DateTime::now();
-        let doc = CourseDoc {
-            id: ObjectId::new(),
-            title: c.title,
-            title_key: c.title_key,
-            slug: c.slug,
-            description: c.description,
-            instructor: c.instructor,
-            duration_minutes: c.duration_minutes,
-            level: c.level,
-            tags: c.tags,
-            price_cents: c.price_cents,
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
+        let doc = stored(ObjectId::new(), c, now, now, 1);
         let inserted = doc.clone();
         self.timed(
             "insert",
@@ -383,21 +369,7 @@ impl CourseStore {
         c: ValidCourse,
     ) -> Result<Conditional<CourseDoc>, StoreError> {
         let now = DateTime::now();
-        let updated = CourseDoc {
-            id: current.id,
-            title: c.title,
-            title_key: c.title_key,
-            slug: c.slug,
-            description: c.description,
-            instructor: c.instructor,
-            duration_minutes: c.duration_minutes,
-            level: c.level,
-            tags: c.tags,
-            price_cents: c.price_cents,
-            created_at: current.created_at,
-            updated_at: now,
-            version: current.version + 1,
-        };
+        let updated = stored(current.id, c, current.created_at, now, current.version + 1);
         let set = doc! {
             "title": &updated.title,
             "title_key": &updated.title_key,
@@ -500,6 +472,31 @@ impl CourseStore {
         let (kind, err) = classify(e);
         self.metrics.db_errors.with_label_values(&[op, kind]).inc();
         err
+    }
+}
+
+/// The stored form of a validated course with its bookkeeping fields.
+fn stored(
+    id: ObjectId,
+    c: ValidCourse,
+    created_at: DateTime,
+    updated_at: DateTime,
+    version: i64,
+) -> CourseDoc {
+    CourseDoc {
+        id,
+        title: c.title,
+        title_key: c.title_key,
+        slug: c.slug,
+        description: c.description,
+        instructor: c.instructor,
+        duration_minutes: c.duration_minutes,
+        level: c.level,
+        tags: c.tags,
+        price_cents: c.price_cents,
+        created_at,
+        updated_at,
+        version,
     }
 }
 
