@@ -431,10 +431,18 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     let round_robin = start_each(round_robin, &addrs, Some("round-robin"), &mut outcome);
     let bare = systems_with(opts, &[], peers, Tuning::Bare, &mut outcome);
     let bare = start_each(bare, &addrs, Some("no headers"), &mut outcome);
+    // The access log's cost: the same proxy writing a JSON line per request to a file.
+    let bin = opts.proxy_bin.clone();
+    let logged: Vec<Starter> = vec![(
+        "ours",
+        Box::new(move |ups| systems::ours(&bin, ups, "peak-ewma", Tuning::AccessLog)),
+    )];
+    let logged = start_each(logged, &addrs, Some("access log"), &mut outcome);
     let targets: Vec<Target> = std::iter::once(direct.clone())
         .chain(
             same_work
                 .iter()
+                .chain(&logged)
                 .chain(&round_robin)
                 .chain(&bare)
                 .map(Target::of),
@@ -444,7 +452,7 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
     outcome.rows.extend(max);
     drop((round_robin, bare));
 
-    for target in std::iter::once(direct).chain(same_work.iter().map(Target::of)) {
+    for target in std::iter::once(direct).chain(same_work.iter().chain(&logged).map(Target::of)) {
         progress(&format!("overhead: {}, open loop", target.name));
         let row = measure("overhead-rate", &target, rate, opts.duration, Vec::new()).await;
         outcome.rows.push(row);
@@ -453,7 +461,7 @@ pub async fn overhead(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
             outcome.rows.push(row.await);
         }
     }
-    drop(same_work);
+    drop((same_work, logged));
 
     // The same systems behind HTTPS, closed loop (wrk speaks TLS; the built-in loop does not).
     if !on_path("wrk") {

@@ -25,6 +25,9 @@ pub enum Tuning {
     /// [`Tuning::Failover`], and HAProxy in master-worker mode so SIGUSR2 reloads it (the
     /// `deploy` scenario restarts every proxy).
     Deploy,
+    /// [`Tuning::Balance`] with our access log on: a JSON line per request to a file (the
+    /// `overhead` scenario measures what it costs).
+    AccessLog,
 }
 
 impl Tuning {
@@ -225,7 +228,11 @@ pub fn ours(
     algorithm: &str,
     tuning: Tuning,
 ) -> Result<System, String> {
-    let name = format!("ours ({algorithm})");
+    let name = if tuning == Tuning::AccessLog {
+        format!("ours ({algorithm}, access log)")
+    } else {
+        format!("ours ({algorithm})")
+    };
     let dir = workdir(&format!("ours-{algorithm}"));
     let (port, admin) = (free_port(), free_port());
     let per_try = if tuning == Tuning::Failover {
@@ -246,9 +253,17 @@ pub fn ours(
     } else {
         format!("http = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\n")
     };
+    let access_log = if tuning == Tuning::AccessLog {
+        "[access_log]\noutput = \"access.log\"\nformat = \"json\"\n"
+    } else {
+        ""
+    };
     std::fs::write(
         dir.join("proxy.toml"),
-        format!("[listen]\n{listen}[runtime]\nworkers = 1\n[timeouts]\nper_try = \"{per_try}\"\n"),
+        format!(
+            "[listen]\n{listen}[runtime]\nworkers = 1\n[timeouts]\nper_try = \"{per_try}\"\n\
+             {access_log}"
+        ),
     )
     .map_err(|e| e.to_string())?;
     let endpoints: Vec<String> = upstreams

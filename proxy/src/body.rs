@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::access_log::Deferred;
 use crate::balance::InFlight;
 use crate::upstream::{self, UpstreamBody};
 use crate::wire::chunked::{ChunkedDecoder, Decoded};
@@ -73,6 +74,8 @@ pub struct RequestBody<'a> {
     source: Source<'a>,
     /// Bytes still allowed by `limits.max_body_bytes`.
     remaining: u64,
+    /// `limits.max_body_bytes`.
+    limit: u64,
     /// Read ahead of sending: the whole body when `complete`, else a prefix of it.
     kept: Vec<Bytes>,
     /// The next piece of `kept` to hand out.
@@ -109,6 +112,7 @@ impl<'a> RequestBody<'a> {
         RequestBody {
             source,
             remaining: limit,
+            limit,
             kept: Vec::new(),
             next: 0,
             complete: false,
@@ -122,6 +126,11 @@ impl<'a> RequestBody<'a> {
             return false;
         }
         self.complete || self.source_done()
+    }
+
+    /// Body bytes received from the client so far.
+    pub fn received(&self) -> u64 {
+        self.limit - self.remaining
     }
 
     /// Whether the client has sent its whole body (the connection is at its next request),
@@ -348,6 +357,8 @@ pub enum ResponseBody {
     Upstream {
         inner: UpstreamBody,
         in_flight: Option<InFlight>,
+        /// The request's access log line, written when the body ends.
+        line: Option<Box<Deferred>>,
     },
     /// Written by the proxy (errors, admin pages).
     Local(Full<Bytes>),
@@ -358,6 +369,7 @@ impl ResponseBody {
         ResponseBody::Upstream {
             inner,
             in_flight: Some(in_flight),
+            line: None,
         }
     }
 
@@ -375,11 +387,24 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, upstream::Error>>> {
         match self.get_mut() {
-            ResponseBody::Upstream { inner, in_flight } => {
+            ResponseBody::Upstream {
+                inner,
+                in_flight,
+                line,
+            } => {
                 let polled = Pin::new(inner).poll_frame(cx);
-                if let Poll::Ready(None | Some(Err(_))) = polled {
-                    // Done (or broken): the request is no longer in flight.
-                    in_flight.take();
+                match &polled {
+                    Poll::Ready(None | Some(Err(_))) => {
+                        // Done (or broken): the request is no longer in flight.
+                        in_flight.take();
+                        line.take();
+                    }
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(line), Some(data)) = (line.as_mut(), frame.data_ref()) {
+                            line.bytes_out += data.len() as u64;
+                        }
+                    }
+                    Poll::Pending => {}
                 }
                 polled
             }

@@ -24,6 +24,7 @@ use http::{Method, StatusCode, Version};
 use ipnet::IpNet;
 use tokio::time::Instant;
 
+use crate::access_log::{AccessLog, Trace};
 use crate::balance::health::Outcome;
 use crate::balance::{InFlight, FAILURE_PENALTY};
 use crate::body::{caused_by, BodyStalled, BodyTooLarge, RequestBody};
@@ -76,6 +77,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub body: UpstreamBody,
     pub in_flight: InFlight,
+    /// From the try's start (connect included) to its response head.
+    pub upstream_ttfb: Duration,
 }
 
 /// The forwarding proxy's shared state: one per process, used by every worker thread.
@@ -88,11 +91,18 @@ pub struct Proxy {
     /// `forwarding.upgrades`: the protocols a client may switch to.
     upgrades: Vec<String>,
     pub metrics: Metrics,
+    pub access_log: AccessLog,
 }
 
 impl Proxy {
-    pub fn new(config: &ProxyConfig, topology: Topology, metrics: Metrics) -> Proxy {
+    pub fn new(
+        config: &ProxyConfig,
+        topology: Topology,
+        metrics: Metrics,
+        access_log: AccessLog,
+    ) -> Proxy {
         Proxy {
+            access_log,
             topology: ArcSwap::from_pointee(topology),
             limits: config.limits,
             timeouts: config.timeouts,
@@ -126,7 +136,9 @@ impl Proxy {
     }
 
     /// Forwards one request: route, pick, send (with retries). The response head goes to
-    /// `respond`; the body is the caller's to stream. `scratch` holds the upstream head.
+    /// `respond`; the body is the caller's to stream. `scratch` holds the upstream head;
+    /// `trace` gets what happened, for the access log.
+    #[allow(clippy::too_many_arguments)]
     pub async fn forward<F, R>(
         &self,
         upstream: &Arc<Connections>,
@@ -135,6 +147,7 @@ impl Proxy {
         client: &Peer,
         scratch: &mut Vec<u8>,
         respond: &mut R,
+        trace: &mut Trace,
     ) -> Result<Answer, LocalError>
     where
         F: Fields + ?Sized,
@@ -142,7 +155,9 @@ impl Proxy {
     {
         let started = Instant::now();
         let result = self
-            .forward_inner(upstream, req, body, client, scratch, respond, started)
+            .forward_inner(
+                upstream, req, body, client, scratch, respond, trace, started,
+            )
             .await;
         if let Err(e) = result {
             self.answered_locally(e);
@@ -159,6 +174,7 @@ impl Proxy {
         client: &Peer,
         scratch: &mut Vec<u8>,
         respond: &mut R,
+        trace: &mut Trace,
         started: Instant,
     ) -> Result<Answer, LocalError>
     where
@@ -167,12 +183,18 @@ impl Proxy {
     {
         self.request_filter(req)?;
         let pool = self.route(req).ok_or(LocalError::NoRoute)?;
+        if trace.enabled {
+            trace.pool.push_str(pool.name());
+        }
         body.buffer(self.limits.buffer_body_bytes, req.content_length)
             .await
             .map_err(|e| body_error(e.as_ref()))?;
         let mut rng = fastrand::Rng::new();
         let length = req.content_length.or(body.buffered_len());
         let (chunked, id) = upstream_head(req, length, body, client, &mut rng, scratch);
+        if trace.enabled {
+            trace.request_id.extend_from_slice(id.as_bytes());
+        }
         let mut outgoing = Outgoing {
             head: scratch,
             method: req.method,
@@ -213,12 +235,17 @@ impl Proxy {
                 break;
             }
             outgoing.wait = self.timeouts.per_try.min(remaining);
+            trace.try_started(
+                pool.endpoints[endpoint].addr,
+                (attempt > 0).then_some(last_reason),
+            );
             match self
                 .send(upstream, &pool, endpoint, outgoing, body, id, respond)
                 .await
             {
                 Ok(answer) => {
                     pool.duration.observe(started.elapsed().as_secs_f64());
+                    trace.upstream_ttfb = Some(answer.upstream_ttfb);
                     return Ok(answer);
                 }
                 Err(failed) => {
@@ -275,7 +302,8 @@ impl Proxy {
         respond: &mut R,
     ) -> Result<Answer, TryFailed> {
         let addr = pool.endpoints[endpoint].addr;
-        let mut in_flight = pool.endpoints[endpoint].start(Instant::now());
+        let sent = Instant::now();
+        let mut in_flight = pool.endpoints[endpoint].start(sent);
         let mut on_head = |head: &ResponseHead<'_, '_>, request_sent: bool| {
             respond.head(head, id.as_bytes(), request_sent);
             (head.status, head.retry_after_secs())
@@ -296,6 +324,7 @@ impl Proxy {
                     status,
                     body,
                     in_flight,
+                    upstream_ttfb: now.saturating_duration_since(sent),
                 })
             }
             Err(upstream::Error::RequestBody(e)) => {

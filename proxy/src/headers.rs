@@ -35,6 +35,10 @@ pub struct Peer {
     pub tls: bool,
     /// Whether the peer is a trusted proxy whose forwarding headers are kept.
     pub trusted: bool,
+    /// The TLS version negotiated (`TLSv1.3`), for the access log.
+    pub tls_version: Option<&'static str>,
+    /// The ALPN protocol negotiated (`h2`, `http/1.1`), for the access log.
+    pub alpn: Option<&'static str>,
     /// The client's address as `X-Forwarded-For` writes it.
     ip: String,
     /// The client's address as a `Forwarded` node (IPv6 quoted and bracketed).
@@ -53,6 +57,8 @@ impl Peer {
             peer,
             tls,
             trusted,
+            tls_version: None,
+            alpn: None,
             ip: text,
             node,
         }

@@ -7,10 +7,11 @@
 //! fields; [`upstream`] the per-worker upstream connections; [`balance`] the load-balancing
 //! library, independent of HTTP; [`topology`] turns `upstreams.toml` into pools and routes
 //! swapped through `ArcSwap`; [`config`] parses and validates both files; [`body`] the
-//! streaming body types; [`admin`] and [`metrics`] the operator's view; [`tls`] the rustls
+//! streaming body types; [`admin`], [`metrics`] and [`access_log`] the operator's view; [`tls`] the rustls
 //! set-up; [`tunnel`] upgraded connections; [`upgrade`] the binary
 //! replacing itself without losing a connection; [`fds`] the open-files limit and descriptor table, sized at start-up.
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod batch;

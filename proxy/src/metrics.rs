@@ -151,6 +151,9 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `config_reload_failures_total`: reloads refused because the file was invalid.
     pub config_reload_failures: IntCounter,
+    /// `access_log_lines_total{result}`: `written` (handed to the log thread) or `dropped`
+    /// (the log thread was behind).
+    pub access_log_lines: IntCounterVec,
 }
 
 impl Metrics {
@@ -275,8 +278,17 @@ impl Metrics {
             &["pool"],
         )
         .expect("valid");
+        let access_log_lines = IntCounterVec::new(
+            Opts::new(
+                "access_log_lines_total",
+                "Access log lines, written or dropped because the log thread was behind",
+            ),
+            &["result"],
+        )
+        .expect("valid");
         for c in [
             Box::new(config_reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(access_log_lines.clone()),
             Box::new(retries.clone()),
             Box::new(retry_budget_exhausted.clone()),
             Box::new(ejections.clone()),
@@ -299,6 +311,9 @@ impl Metrics {
         for e in LocalError::ALL {
             local_errors.with_label_values(&[e.as_str()]);
         }
+        for result in ["written", "dropped"] {
+            access_log_lines.with_label_values(&[result]);
+        }
         Metrics {
             registry,
             requests,
@@ -318,6 +333,7 @@ impl Metrics {
             panic_requests,
             retries,
             retry_budget_exhausted,
+            access_log_lines,
         }
     }
 

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use crate::access_log::AccessLog;
 use crate::admin;
 use crate::checker::HealthChecker;
 use crate::config::{ProxyConfig, UpstreamsConfig};
@@ -157,7 +158,8 @@ async fn run_control(
 
     let metrics = Metrics::new();
     let topology = Topology::build(&upstreams, None, &metrics, tokio::time::Instant::now());
-    let proxy = Arc::new(Proxy::new(&config, topology, metrics));
+    let access_log = AccessLog::start(&config.access_log, metrics.access_log_lines.clone())?;
+    let proxy = Arc::new(Proxy::new(&config, topology, metrics, access_log));
     let checker = HealthChecker::new();
     checker.sync(&proxy.topology.load());
     let reloader = Arc::new(Reloader::new(
@@ -224,8 +226,14 @@ async fn run_control(
     };
     upgrade::serving(config.pid_file.as_deref());
     let access = Arc::new(admin::Access::from_env());
-    let admin_task = tokio::spawn(admin_loop(admin_listener, proxy, reloader.clone(), access));
+    let admin_task = tokio::spawn(admin_loop(
+        admin_listener,
+        proxy.clone(),
+        reloader.clone(),
+        access,
+    ));
     let sighup_task = tokio::spawn(reload::on_sighup(hup, reloader.clone()));
+    let usr1_task = tokio::spawn(reopen_on_sigusr1(proxy.clone()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; draining in-flight requests");
@@ -240,6 +248,9 @@ async fn run_control(
     .await;
     admin_task.abort();
     sighup_task.abort();
+    usr1_task.abort();
+    // The workers have flushed their lines: the log thread writes them out.
+    proxy.access_log.close(Duration::from_secs(2));
     if let Some(task) = upgrade_task {
         task.abort();
     }
@@ -291,6 +302,18 @@ async fn upgrade_on_sigusr2(
     }
 }
 
+/// Reopens the access log on every SIGUSR1 (logrotate's `postrotate`).
+async fn reopen_on_sigusr1(proxy: Arc<Proxy>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot listen for SIGUSR1; the access log is not reopened on it");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        proxy.access_log.reopen();
+    }
+}
+
 /// Connections the kernel may hold for the admin listener before it accepts them.
 const ADMIN_BACKLOG: u32 = 128;
 
@@ -329,9 +352,12 @@ fn bind(addr: SocketAddr, field: &str, backlog: u32) -> Result<std::net::TcpList
 async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let upstream = upstream_connections(shared.proxy.timeouts());
     let sweeper = tokio::spawn(upstream.clone().sweep());
+    let log = Arc::new(shared.proxy.access_log.writer());
+    let flusher = tokio::spawn(log.clone().flush_periodically());
     let ctx = Arc::new(http1::Context {
         proxy: shared.proxy.clone(),
         upstream,
+        log: log.clone(),
         stop: stop.clone(),
     });
     let connections = TaskTracker::new();
@@ -363,6 +389,8 @@ async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     connections.close();
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
     sweeper.abort();
+    flusher.abort();
+    log.flush();
 }
 
 async fn accept_loop(
@@ -421,7 +449,7 @@ async fn accept_loop(
 async fn serve_connection(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
-    client: headers::Peer,
+    mut client: headers::Peer,
     shared: &Shared,
     ctx: &http1::Context,
 ) {
@@ -457,7 +485,14 @@ async fn serve_connection(
                     return;
                 }
             };
-            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let session = stream.get_ref().1;
+            client.tls_version = session.protocol_version().map(tls::version_name);
+            client.alpn = match session.alpn_protocol() {
+                Some(b"h2") => Some("h2"),
+                Some(b"http/1.1") => Some("http/1.1"),
+                _ => None,
+            };
+            if client.alpn == Some("h2") {
                 serve_http2(TokioIo::new(stream), client, shared, ctx).await
             } else {
                 match http1::serve(&mut stream, &mut buf, &client, ctx).await {
@@ -495,6 +530,7 @@ where
         client,
         shared.proxy.clone(),
         ctx.upstream.clone(),
+        ctx.log.clone(),
         &shared.h2,
         ctx.stop.clone(),
     )

@@ -47,6 +47,15 @@ pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// A TLS version as the access log names it.
+pub fn version_name(v: rustls::ProtocolVersion) -> &'static str {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "TLS",
+    }
+}
+
 fn generate_self_signed(cert_path: &Path, key_path: &Path) -> Result<(), String> {
     let names = vec![
         "localhost".to_string(),

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use shared::config::{line_col, ConfigError};
 use toml::Spanned;
 
+use crate::access_log;
 use crate::balance::Algorithm;
 
 // ===== proxy.toml =====
@@ -67,6 +68,27 @@ struct RawProxy {
     forwarding: Forwarding,
     #[serde(default)]
     runtime: Runtime,
+    #[serde(default)]
+    access_log: RawAccessLog,
+}
+
+/// `[access_log]` as written: `output` is `"off"`, `"stdout"` or a file path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAccessLog {
+    output: String,
+    format: access_log::Format,
+    sample: Spanned<f64>,
+}
+
+impl Default for RawAccessLog {
+    fn default() -> Self {
+        RawAccessLog {
+            output: "off".into(),
+            format: access_log::Format::Json,
+            sample: Spanned::new(0..0, 1.0),
+        }
+    }
 }
 
 fn default_upstreams_file() -> PathBuf {
@@ -245,6 +267,7 @@ pub struct ProxyConfig {
     pub timeouts: Timeouts,
     pub forwarding: Forwarding,
     pub runtime: Runtime,
+    pub access_log: access_log::Config,
     /// `--pid-file`: where the serving process writes its pid (not a file key).
     pub pid_file: Option<PathBuf>,
 }
@@ -309,8 +332,27 @@ impl ProxyConfig {
                 );
             }
         }
+        let sample = *raw.access_log.sample.get_ref();
+        if !(0.0..=1.0).contains(&sample) {
+            errors.at(
+                &raw.access_log.sample,
+                "access_log.sample",
+                "must be between 0 and 1 (the fraction of requests logged)",
+            );
+        }
+        if raw.access_log.output.is_empty() {
+            errors.field(
+                "access_log.output",
+                "must be \"off\", \"stdout\" or a file path",
+            );
+        }
         errors.finish()?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        let output = match raw.access_log.output.as_str() {
+            "off" => access_log::Output::Off,
+            "stdout" => access_log::Output::Stdout,
+            file => access_log::Output::File(dir.join(file)),
+        };
         Ok(ProxyConfig {
             path: path.to_path_buf(),
             upstreams_file: dir.join(&raw.upstreams_file),
@@ -334,6 +376,11 @@ impl ProxyConfig {
             timeouts: raw.timeouts,
             forwarding: raw.forwarding,
             runtime: raw.runtime,
+            access_log: access_log::Config {
+                output,
+                format: raw.access_log.format,
+                sample,
+            },
             pid_file: None,
         })
     }

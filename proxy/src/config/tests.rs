@@ -177,3 +177,36 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_access_log_section_resolves_its_file_and_checks_its_sample() {
+    let parse = |text: &str| ProxyConfig::parse(Path::new("/etc/mc/proxy.toml"), text);
+    let off = parse("").unwrap();
+    assert_eq!(off.access_log, access_log::Config::default());
+    let file =
+        parse("[access_log]\noutput = \"logs/access.log\"\nformat = \"logfmt\"\nsample = 0.25\n")
+            .unwrap();
+    assert_eq!(
+        file.access_log.output,
+        access_log::Output::File("/etc/mc/logs/access.log".into())
+    );
+    assert_eq!(file.access_log.format, access_log::Format::Logfmt);
+    assert_eq!(file.access_log.sample, 0.25);
+    assert_eq!(
+        parse("[access_log]\noutput = \"stdout\"\n")
+            .unwrap()
+            .access_log
+            .output,
+        access_log::Output::Stdout
+    );
+    let errors: Vec<String> = parse("[access_log]\nsample = 1.5\n")
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("/etc/mc/proxy.toml:2:10"), "{errors:?}");
+    assert!(errors[0].contains("access_log.sample"), "{errors:?}");
+    let bad_format = parse("[access_log]\nformat = \"xml\"\n").unwrap_err();
+    assert!(bad_format[0].to_string().contains("json"), "{bad_format:?}");
+}

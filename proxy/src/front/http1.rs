@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::{self, Entry, Trace};
 use crate::balance::InFlight;
 use crate::body::{Http1Body, RequestBody};
 use crate::forward::{via_version, Answer, Proxy, Request, Respond};
@@ -60,6 +61,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct Context {
     pub proxy: Arc<Proxy>,
     pub upstream: Arc<Connections>,
+    /// The worker's access log buffer.
+    pub log: Arc<access_log::Writer>,
     /// Turns `true` when the proxy shuts down.
     pub stop: watch::Receiver<bool>,
 }
@@ -84,6 +87,7 @@ where
         deadline: Box::pin(tokio::time::sleep(timeouts.header_read)),
         stop: ctx.stop.clone(),
         first: true,
+        trace: Trace::new(ctx.log.enabled()),
     };
     loop {
         let end = match conn.await_head(io, buf, ctx).await {
@@ -105,6 +109,7 @@ where
                     false,
                 )
                 .await;
+                conn.log_unparsed(client, ctx, LocalError::RequestTimeout, None);
                 break;
             }
             Wait::TooLarge => {
@@ -116,6 +121,7 @@ where
                 ctx.proxy.answered_locally(LocalError::HeadTooLarge);
                 conn.answer_locally(io, LocalError::HeadTooLarge, Version::HTTP_11, true, false)
                     .await;
+                conn.log_unparsed(client, ctx, LocalError::HeadTooLarge, None);
                 linger(io).await;
                 break;
             }
@@ -147,6 +153,28 @@ struct Connection {
     stop: watch::Receiver<bool>,
     /// No request yet (the HTTP/2 preface can only come first).
     first: bool,
+    /// What the request in progress did upstream, for the access log.
+    trace: Trace,
+}
+
+/// How a request ended, for the access log.
+struct Done {
+    status: StatusCode,
+    /// Why the proxy answered itself, if it did.
+    error: Option<LocalError>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Done {
+    fn local(e: LocalError, bytes_in: u64) -> Done {
+        Done {
+            status: e.status(),
+            error: Some(e),
+            bytes_in,
+            bytes_out: e.text().len() as u64,
+        }
+    }
 }
 
 enum Wait {
@@ -246,6 +274,7 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let proxy = &ctx.proxy;
+        let started = ctx.log.enabled().then(Instant::now);
         let head = buf.split_to(end);
         let mut slots = wire::slots();
         let req = match request::parse(&head, &mut slots) {
@@ -272,9 +301,62 @@ impl Connection {
                 proxy.answered_locally(e);
                 self.answer_locally(io, e, Version::HTTP_11, true, false)
                     .await;
+                self.log_unparsed(client, ctx, e, started);
                 return Next::Linger;
             }
         };
+        self.trace.clear();
+        let (next, done) = self.forward_one(io, buf, &req, client, ctx).await;
+        if let Some(started) = started {
+            ctx.log.log(&Entry {
+                client,
+                method: Some(req.method.as_str()),
+                authority: req.host,
+                target: Some(&req.target),
+                version: req.version,
+                status: done.status.as_u16(),
+                bytes_in: done.bytes_in,
+                bytes_out: done.bytes_out,
+                trace: &self.trace,
+                error: done.error,
+                duration: started.elapsed(),
+            });
+        }
+        next
+    }
+
+    /// A request whose head could not be read or parsed, for the access log.
+    fn log_unparsed(&self, client: &Peer, ctx: &Context, e: LocalError, started: Option<Instant>) {
+        if ctx.log.enabled() {
+            ctx.log.log(&Entry {
+                client,
+                method: None,
+                authority: None,
+                target: None,
+                version: Version::HTTP_11,
+                status: e.status().as_u16(),
+                bytes_in: 0,
+                bytes_out: e.text().len() as u64,
+                trace: &Trace::default(),
+                error: Some(e),
+                duration: started.map_or(Duration::ZERO, |s| s.elapsed()),
+            });
+        }
+    }
+
+    /// Forwards a parsed request and sends its response.
+    async fn forward_one<S>(
+        &mut self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        req: &request::RequestHead<'_, '_>,
+        client: &Peer,
+        ctx: &Context,
+    ) -> (Next, Done)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let proxy = &ctx.proxy;
         let keep_alive = req.keep_alive && !*self.stop.borrow();
         let content_length = match req.body {
             BodyFraming::Length(n) => Some(n),
@@ -287,7 +369,13 @@ impl Connection {
         if answered_expect && !too_large {
             let go_ahead = within(LOCAL_ANSWER_TIME, io.write_all(write::CONTINUE)).await;
             if !matches!(go_ahead, Ok(Ok(()))) {
-                return Next::Close;
+                let gone = Done {
+                    status: StatusCode::CONTINUE,
+                    error: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                };
+                return (Next::Close, gone);
             }
         }
 
@@ -322,9 +410,11 @@ impl Connection {
                 client,
                 &mut self.scratch,
                 &mut respond,
+                &mut self.trace,
             )
             .await;
         let body_read = body.fully_received();
+        let bytes_in = body.received();
         drop(body);
         let (framing, keep_alive) = (respond.framing, respond.keep_alive && body_read);
 
@@ -337,24 +427,32 @@ impl Connection {
                 let e = LocalError::UpstreamError;
                 self.answer_locally(io, e, req.version, true, head_request)
                     .await;
-                return if body_read { Next::Close } else { Next::Linger };
+                let next = if body_read { Next::Close } else { Next::Linger };
+                return (next, Done::local(e, bytes_in));
             }
             Ok(answer) => answer,
             Err(e) => {
                 let close = !keep_alive || e == LocalError::BodyTooLarge;
                 self.answer_locally(io, e, req.version, close, head_request)
                     .await;
-                return match (close, body_read) {
+                let next = match (close, body_read) {
                     (false, _) => Next::KeepAlive,
                     (true, true) => Next::Close,
                     (true, false) => Next::Linger,
                 };
+                return (next, Done::local(e, bytes_in));
             }
+        };
+        let mut done = Done {
+            status: answer.status,
+            error: None,
+            bytes_in,
+            bytes_out: 0,
         };
         if answer.status == StatusCode::SWITCHING_PROTOCOLS {
             self.tunnel(io, buf, answer, proxy.timeouts().tunnel_idle)
                 .await;
-            return Next::Switched;
+            return (Next::Switched, done);
         }
         let stall = proxy.timeouts().idle;
         // Writes wait for this pass of the worker's reads (see `batch`).
@@ -367,14 +465,16 @@ impl Connection {
             &mut in_flight,
             framing,
             stall,
+            &mut done.bytes_out,
         )
         .await;
         drop(in_flight);
-        match (written.is_ok() && keep_alive, body_read) {
+        let next = match (written.is_ok() && keep_alive, body_read) {
             (true, _) => Next::KeepAlive,
             (false, true) => Next::Close,
             (false, false) => Next::Linger,
-        }
+        };
+        (next, done)
     }
 
     /// The proxy's own answer (counted by the caller): status, a one-line body (none for
@@ -516,6 +616,7 @@ async fn write_body<S: AsyncWrite + Unpin>(
     in_flight: &mut Option<InFlight>,
     framing: ToClient,
     stall: Duration,
+    sent: &mut u64,
 ) -> Result<(), ()> {
     let chunked = framing == ToClient::Chunked;
     if framing == ToClient::None {
@@ -552,6 +653,7 @@ async fn write_body<S: AsyncWrite + Unpin>(
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) if data.is_empty() => {}
                 Ok(data) => {
+                    *sent += data.len() as u64;
                     if chunked {
                         push_chunk_header(out, data.len());
                     }

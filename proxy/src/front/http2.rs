@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use crate::access_log::{self, Deferred, Trace};
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::ProxyConfig;
 use crate::forward::{Answer, Proxy, Request, Respond};
@@ -50,6 +51,7 @@ pub async fn serve<I>(
     client: Peer,
     proxy: Arc<Proxy>,
     upstream: Arc<Connections>,
+    log: Arc<access_log::Writer>,
     builder: &Builder,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
@@ -59,7 +61,8 @@ where
     let client = Arc::new(client);
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let (proxy, upstream, client) = (proxy.clone(), upstream.clone(), client.clone());
-        async move { Ok::<_, Infallible>(handle(&proxy, &upstream, &client, req).await) }
+        let log = log.clone();
+        async move { Ok::<_, Infallible>(logged(&proxy, &upstream, &client, &log, req).await) }
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -72,12 +75,61 @@ where
     }
 }
 
+/// [`handle`], and its access log line once the response body is sent (or given up).
+async fn logged(
+    proxy: &Proxy,
+    upstream: &Arc<Connections>,
+    client: &Arc<Peer>,
+    log: &Arc<access_log::Writer>,
+    req: hyper::Request<Incoming>,
+) -> Response<ResponseBody> {
+    if !log.enabled() {
+        return handle(proxy, upstream, client, req, &mut Trace::new(false)).await;
+    }
+    let started = tokio::time::Instant::now();
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let authority = match req.uri().authority() {
+        Some(a) => Some(a.as_str().as_bytes().to_vec()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.as_bytes().to_vec()),
+    };
+    let mut trace = Trace::new(true);
+    let mut res = handle(proxy, upstream, client, req, &mut trace).await;
+    let error = res.extensions().get::<LocalError>().copied();
+    let mut line = Box::new(Deferred {
+        log: log.clone(),
+        client: client.clone(),
+        method,
+        authority,
+        target,
+        status: res.status().as_u16(),
+        bytes_in: trace.request_bytes,
+        bytes_out: http_body::Body::size_hint(res.body()).exact().unwrap_or(0),
+        trace,
+        error,
+        started,
+    });
+    if let ResponseBody::Upstream { line: slot, .. } = res.body_mut() {
+        // Counted and written as the body goes out.
+        line.bytes_out = 0;
+        *slot = Some(line);
+    }
+    res
+}
+
 /// One HTTP/2 request, whatever happens: every failure becomes a response.
 async fn handle(
     proxy: &Proxy,
     upstream: &Arc<Connections>,
     client: &Peer,
     req: hyper::Request<Incoming>,
+    trace: &mut Trace,
 ) -> Response<ResponseBody> {
     let (mut parts, incoming) = req.into_parts();
     // Extended CONNECT: the protocol to switch to, and the stream that becomes the tunnel.
@@ -126,7 +178,7 @@ async fn handle(
     );
     let mut respond = Http2Respond::default();
     let mut scratch = Vec::with_capacity(1024);
-    match proxy
+    let forwarded = proxy
         .forward(
             upstream,
             &request,
@@ -134,9 +186,11 @@ async fn handle(
             client,
             &mut scratch,
             &mut respond,
+            trace,
         )
-        .await
-    {
+        .await;
+    trace.request_bytes = body.received();
+    match forwarded {
         Ok(answer) if answer.status == StatusCode::SWITCHING_PROTOCOLS => match switch {
             Some((_, stream)) => {
                 tunnel(proxy, answer, respond, stream, proxy.timeouts().tunnel_idle)
@@ -244,10 +298,12 @@ fn answer_locally(proxy: &Proxy, e: LocalError) -> Response<ResponseBody> {
     local_response(e)
 }
 
-/// The proxy's own answer (already counted): status and a one-line body.
+/// The proxy's own answer (already counted): status and a one-line body; the reason rides
+/// along in the extensions, for the access log.
 fn local_response(e: LocalError) -> Response<ResponseBody> {
     let mut res = Response::new(ResponseBody::local(e.text()));
     *res.status_mut() = e.status();
+    res.extensions_mut().insert(e);
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

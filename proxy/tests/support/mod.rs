@@ -1139,3 +1139,42 @@ impl ProxyProcess {
             .unwrap_or(serde_json::Value::Null)
     }
 }
+
+/// A TLS connection to `addr` offering `alpn`, trusting only the certificate in `trusted`
+/// (a PEM file: the proxy's development certificate).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    trusted: &std::path::Path,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(trusted).expect("a PEM file") {
+        roots
+            .add(cert.expect("a certificate"))
+            .expect("a usable root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    connector
+        .connect(ServerName::try_from("localhost").expect("a name"), tcp)
+        .await
+}
+
+/// The lines of a text file, empty if it does not exist yet.
+pub fn file_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
