@@ -27,6 +27,15 @@ struct UpstreamsView {
     file: String,
     last_reload: ReloadStatus,
     pools: Vec<PoolView>,
+    /// The https listener's certificate, when there is one.
+    tls: Option<TlsView>,
+}
+
+#[derive(Serialize)]
+struct TlsView {
+    cert: String,
+    key: String,
+    last_reload: ReloadStatus,
 }
 
 #[derive(Serialize)]
@@ -151,7 +160,7 @@ pub async fn handle(
     }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/admin/reload") => {
-            let result = reloader.reload("admin");
+            let result = reloader.reload_all("admin");
             let (status, ok, message) = match &result {
                 Ok(m) => (StatusCode::OK, true, m.as_str()),
                 Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, false, e.as_str()),
@@ -225,6 +234,11 @@ fn upstreams(proxy: &Proxy, reloader: &Reloader) -> UpstreamsView {
         file: reloader.path().display().to_string(),
         last_reload: reloader.last(),
         pools,
+        tls: reloader.certificates().map(|c| TlsView {
+            cert: c.files().cert.display().to_string(),
+            key: c.files().key.display().to_string(),
+            last_reload: c.last(),
+        }),
     }
 }
 

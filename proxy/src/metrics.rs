@@ -154,6 +154,8 @@ pub struct Metrics {
     /// `access_log_lines_total{result}`: `written` (handed to the log thread) or `dropped`
     /// (the log thread was behind).
     pub access_log_lines: IntCounterVec,
+    /// `tls_certificate_reloads_total{result}`.
+    pub tls_certificate_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -286,8 +288,17 @@ impl Metrics {
             &["result"],
         )
         .expect("valid");
+        let tls_certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "tls_certificate_reloads_total",
+                "Reloads of the TLS certificate and key, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid");
         for c in [
             Box::new(config_reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tls_certificate_reloads.clone()),
             Box::new(access_log_lines.clone()),
             Box::new(retries.clone()),
             Box::new(retry_budget_exhausted.clone()),
@@ -314,6 +325,10 @@ impl Metrics {
         for result in ["written", "dropped"] {
             access_log_lines.with_label_values(&[result]);
         }
+        for result in ["ok", "error"] {
+            tls_certificate_reloads.with_label_values(&[result]);
+            config_reloads.with_label_values(&[result]);
+        }
         Metrics {
             registry,
             requests,
@@ -334,6 +349,7 @@ impl Metrics {
             retries,
             retry_budget_exhausted,
             access_log_lines,
+            tls_certificate_reloads,
         }
     }
 

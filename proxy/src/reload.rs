@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::checker::HealthChecker;
 use crate::config::UpstreamsConfig;
 use crate::forward::Proxy;
+use crate::tls::Certificates;
 use crate::topology::Topology;
 
 /// File events arrive in bursts (truncate, write, rename); they are coalesced over this long
@@ -47,13 +48,22 @@ pub struct Reloader {
     checker: Arc<HealthChecker>,
     path: PathBuf,
     last: Mutex<ReloadStatus>,
+    /// The https listener's certificate and key, reloaded with the file on SIGHUP and
+    /// `POST /admin/reload`, and on their own file events.
+    certificates: Option<Arc<Certificates>>,
 }
 
 impl Reloader {
-    pub fn new(proxy: Arc<Proxy>, checker: Arc<HealthChecker>, path: PathBuf) -> Reloader {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        checker: Arc<HealthChecker>,
+        path: PathBuf,
+        certificates: Option<Arc<Certificates>>,
+    ) -> Reloader {
         Reloader {
             proxy,
             checker,
+            certificates,
             last: Mutex::new(ReloadStatus {
                 at: now_rfc3339(),
                 trigger: "startup",
@@ -66,6 +76,24 @@ impl Reloader {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn certificates(&self) -> Option<&Arc<Certificates>> {
+        self.certificates.as_ref()
+    }
+
+    /// Reloads everything a running proxy can take again: `upstreams.toml`, then the TLS
+    /// pair. Returns what changed, or every error.
+    pub fn reload_all(&self, trigger: &'static str) -> Result<String, String> {
+        let upstreams = self.reload(trigger);
+        let Some(certs) = &self.certificates else {
+            return upstreams;
+        };
+        match (upstreams, certs.reload(trigger)) {
+            (Ok(u), Ok(c)) => Ok(format!("{u}; certificate: {c}")),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+            (Err(u), Err(c)) => Err(format!("{u}\n{c}")),
+        }
     }
 
     pub fn last(&self) -> ReloadStatus {
@@ -168,29 +196,37 @@ impl Reloader {
 /// through it and appears in no event.
 const KUBERNETES_SWAP: &str = "..data";
 
-/// Starts watching the file's directory; returns the loop that reloads after each burst of
-/// events touching the file (spawn it). The watch is in place when this returns, and the loop
-/// checks the file once at start, so an edit made while the proxy was starting is not lost.
-pub fn watch_file(
-    reloader: Arc<Reloader>,
+/// Starts watching the directories of `paths`; returns the loop that calls `changed` after
+/// each burst of events touching one of the files (spawn it). The watch is in place when
+/// this returns, and the loop calls `changed` once at start, so an edit made while the proxy
+/// was starting is not lost.
+pub fn watch_files(
+    paths: &[&Path],
+    changed: impl Fn() + Send + 'static,
 ) -> Result<impl std::future::Future<Output = ()>, String> {
     use notify::{RecursiveMode, Watcher};
 
-    let path = reloader.path().to_path_buf();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let name = path.file_name().map(|n| n.to_os_string());
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut names: Vec<std::ffi::OsString> = vec![KUBERNETES_SWAP.into()];
+    for path in paths {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+        names.extend(path.file_name().map(|n| n.to_os_string()));
+    }
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let initial = tx.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {
-            let ours = event.paths.iter().any(|p| {
-                let n = p.file_name();
-                n == name.as_deref() || n == Some(std::ffi::OsStr::new(KUBERNETES_SWAP))
-            });
+            let ours = event
+                .paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)));
             let relevant = matches!(
                 event.kind,
                 notify::EventKind::Create(_)
@@ -202,10 +238,12 @@ pub fn watch_file(
             }
         }
     })
-    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    .map_err(|e| format!("cannot watch files: {e}"))?;
+    for dir in &dirs {
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    }
     let _ = initial.try_send(());
     Ok(async move {
         // The watcher lives as long as the loop.
@@ -214,9 +252,19 @@ pub fn watch_file(
             // Coalesce the rest of the burst.
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            if reloader.path().exists() {
-                let _ = reloader.reload("file");
-            }
+            changed();
+        }
+    })
+}
+
+/// [`watch_files`] for `upstreams.toml`: reloads it after each change.
+pub fn watch_file(
+    reloader: Arc<Reloader>,
+) -> Result<impl std::future::Future<Output = ()>, String> {
+    let path = reloader.path().to_path_buf();
+    watch_files(&[&path], move || {
+        if reloader.path().exists() {
+            let _ = reloader.reload("file");
         }
     })
 }
@@ -239,10 +287,10 @@ pub async fn on_sighup(hup: Option<tokio::signal::unix::Signal>, reloader: Arc<R
         return;
     };
     while hup.recv().await.is_some() {
-        let _ = reloader.reload("sighup");
+        let _ = reloader.reload_all("sighup");
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }

@@ -140,13 +140,18 @@ async fn run_control(
         Some(socket) => Ok(socket),
         None => bind(addr, field, backlog),
     };
+    let metrics = Metrics::new();
     let backlog = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
     let http = listen("http", config.listen.http, "listen.http", backlog)?;
+    let mut certificates = None;
     let https = match config.listen.https {
-        Some(addr) => Some((
-            listen("https", addr, "listen.https", backlog)?,
-            TlsAcceptor::from(tls::server_config(&config.tls)?),
-        )),
+        Some(addr) => {
+            let socket = listen("https", addr, "listen.https", backlog)?;
+            let (tls_config, certs) =
+                tls::server_config(&config.tls, metrics.tls_certificate_reloads.clone())?;
+            certificates = Some(certs);
+            Some((socket, TlsAcceptor::from(tls_config)))
+        }
         None => None,
     };
     let admin_socket = listen("admin", config.listen.admin, "listen.admin", ADMIN_BACKLOG)?;
@@ -156,7 +161,6 @@ async fn run_control(
     let admin_listener =
         TcpListener::from_std(admin_socket).map_err(|e| format!("listen.admin: {e}"))?;
 
-    let metrics = Metrics::new();
     let topology = Topology::build(&upstreams, None, &metrics, tokio::time::Instant::now());
     let access_log = AccessLog::start(&config.access_log, metrics.access_log_lines.clone())?;
     let proxy = Arc::new(Proxy::new(&config, topology, metrics, access_log));
@@ -166,15 +170,27 @@ async fn run_control(
         proxy.clone(),
         checker,
         config.upstreams_file.clone(),
+        certificates,
     ));
     // Watch before serving, so no edit made from here on is missed.
-    let watch_task = match reload::watch_file(reloader.clone()) {
-        Ok(watching) => Some(tokio::spawn(watching)),
+    let mut watch_tasks = Vec::new();
+    match reload::watch_file(reloader.clone()) {
+        Ok(watching) => watch_tasks.push(tokio::spawn(watching)),
         Err(e) => {
             tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP or POST /admin/reload");
-            None
         }
-    };
+    }
+    if let Some(certs) = reloader.certificates().cloned() {
+        let files = certs.files().clone();
+        match reload::watch_files(&[&files.cert, &files.key], move || {
+            let _ = certs.reload("file");
+        }) {
+            Ok(watching) => watch_tasks.push(tokio::spawn(watching)),
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate watching unavailable; reload with SIGHUP or POST /admin/reload");
+            }
+        }
+    }
     let shared = Arc::new(Shared {
         h2: http2::builder(&config),
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -254,7 +270,7 @@ async fn run_control(
     if let Some(task) = upgrade_task {
         task.abort();
     }
-    if let Some(task) = watch_task {
+    for task in watch_tasks {
         task.abort();
     }
     match drained {

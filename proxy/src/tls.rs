@@ -4,47 +4,172 @@
 //! is generated (rcgen) and written there, so the next start reuses it.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+use prometheus::IntCounterVec;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use crate::config::Tls;
+use crate::reload::{now_rfc3339, ReloadStatus, UNCHANGED};
 
-/// Builds the server TLS configuration, generating a dev certificate first if asked to.
-pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, String> {
+/// The certificate and key the https listener presents, swapped whole by a reload: a
+/// handshake gets the old pair or the new one, and connections already open keep theirs.
+pub struct Certificates {
+    files: Tls,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<CertifiedKey>,
+    /// The PEM files as last loaded, to tell a touch from a change.
+    loaded: Mutex<(Vec<u8>, Vec<u8>)>,
+    last: Mutex<ReloadStatus>,
+    /// `tls_certificate_reloads_total{result}`.
+    reloads: IntCounterVec,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("cert", &self.files.cert)
+            .field("key", &self.files.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+impl Certificates {
+    pub fn files(&self) -> &Tls {
+        &self.files
+    }
+
+    pub fn last(&self) -> ReloadStatus {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Loads the pair again and swaps it in if it is valid and changed; an invalid pair
+    /// changes nothing and is reported (logged, counted, kept for `/admin/upstreams`), like
+    /// an invalid `upstreams.toml`.
+    pub fn reload(&self, trigger: &'static str) -> Result<String, String> {
+        let result = read_pair(&self.files).and_then(|(cert, key)| {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            if loaded.0 == cert && loaded.1 == key {
+                return Ok(UNCHANGED.to_string());
+            }
+            let pair = certified_key(&self.files, &cert, &key, &self.provider)?;
+            self.current.store(Arc::new(pair));
+            *loaded = (cert, key);
+            Ok(format!("loaded {}", self.files.cert.display()))
+        });
+        if trigger == "file" && result.as_deref() == Ok(UNCHANGED) {
+            return result;
+        }
+        let (ok, message) = match &result {
+            Ok(message) => {
+                tracing::info!(trigger, "TLS certificate: {message}");
+                (true, message.clone())
+            }
+            Err(e) => {
+                tracing::error!(
+                    trigger,
+                    "TLS certificate reload refused, previous pair kept: {e}"
+                );
+                (false, e.clone())
+            }
+        };
+        let label = if ok { "ok" } else { "error" };
+        self.reloads.with_label_values(&[label]).inc();
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = ReloadStatus {
+            at: now_rfc3339(),
+            trigger,
+            ok,
+            message,
+        };
+        result
+    }
+}
+
+/// Builds the server TLS configuration, generating a dev certificate first if asked to; the
+/// pair is served through [`Certificates`], which reloads it.
+pub fn server_config(
+    tls: &Tls,
+    reloads: IntCounterVec,
+) -> Result<(Arc<ServerConfig>, Arc<Certificates>), String> {
     if tls.self_signed && !tls.cert.exists() && !tls.key.exists() {
         generate_self_signed(&tls.cert, &tls.key)?;
         tracing::warn!(cert = %tls.cert.display(), "generated a self-signed development certificate");
     }
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (cert, key) = read_pair(tls)?;
+    let pair = certified_key(tls, &cert, &key, &provider)?;
+    let certificates = Arc::new(Certificates {
+        files: tls.clone(),
+        provider: provider.clone(),
+        current: ArcSwap::from_pointee(pair),
+        loaded: Mutex::new((cert, key)),
+        last: Mutex::new(ReloadStatus {
+            at: now_rfc3339(),
+            trigger: "startup",
+            ok: true,
+            message: format!("loaded {}", tls.cert.display()),
+        }),
+        reloads,
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(certificates.clone());
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(config), certificates))
+}
+
+fn read_pair(tls: &Tls) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).map_err(|e| format!("{}: cannot read the {what}: {e}", path.display()))
+    };
+    Ok((
+        read(&tls.cert, "certificate chain")?,
+        read(&tls.key, "private key")?,
+    ))
+}
+
+/// The chain and key from PEM text, checked to belong together.
+fn certified_key(
+    tls: &Tls,
+    cert: &[u8],
+    key: &[u8],
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<_, _>>()
         .map_err(|e| {
             format!(
                 "{}: cannot read the certificate chain: {e}",
                 tls.cert.display()
             )
         })?;
-    if certs.is_empty() {
+    if chain.is_empty() {
         return Err(format!("{}: no certificate found", tls.cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
+    let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| format!("{}: cannot read the private key: {e}", tls.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "{}: certificate and key do not match: {e}",
-                tls.cert.display()
-            )
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => format!(
+            "{} and {}: the certificate and key do not match ({e})",
+            tls.cert.display(),
+            tls.key.display()
+        ),
+        e => format!("{}: cannot use the private key: {e}", tls.key.display()),
+    })
 }
 
 /// A TLS version as the access log names it.
@@ -81,6 +206,10 @@ fn generate_self_signed(cert_path: &Path, key_path: &Path) -> Result<(), String>
 mod tests {
     use super::*;
 
+    fn reloads() -> IntCounterVec {
+        IntCounterVec::new(prometheus::Opts::new("reloads", "test"), &["result"]).unwrap()
+    }
+
     #[test]
     fn a_self_signed_pair_is_generated_once_and_reused() {
         let dir = std::env::temp_dir().join(format!("mc-tls-{}", std::process::id()));
@@ -89,10 +218,10 @@ mod tests {
             key: dir.join("certs/proxy-key.pem"),
             self_signed: true,
         };
-        let first = server_config(&tls).unwrap();
+        let first = server_config(&tls, reloads()).unwrap().0;
         assert_eq!(first.alpn_protocols[0], b"h2");
         let pem = std::fs::read(&tls.cert).unwrap();
-        server_config(&tls).unwrap();
+        server_config(&tls, reloads()).unwrap();
         assert_eq!(std::fs::read(&tls.cert).unwrap(), pem, "regenerated");
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -104,7 +233,46 @@ mod tests {
             key: "/nonexistent/key.pem".into(),
             self_signed: false,
         };
-        let err = server_config(&tls).unwrap_err();
+        let err = server_config(&tls, reloads()).unwrap_err();
         assert!(err.contains("/nonexistent/proxy.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_reload_swaps_a_valid_pair_and_keeps_the_old_one_otherwise() {
+        let dir = std::env::temp_dir().join(format!("mc-tls-reload-{}", std::process::id()));
+        let tls = Tls {
+            cert: dir.join("proxy.pem"),
+            key: dir.join("proxy-key.pem"),
+            self_signed: true,
+        };
+        let (_, certs) = server_config(&tls, reloads()).unwrap();
+        let first = certs.current.load_full();
+        assert_eq!(certs.reload("file").unwrap(), UNCHANGED);
+
+        // A new pair.
+        let other = dir.join("other");
+        generate_self_signed(&other.join("c.pem"), &other.join("k.pem")).unwrap();
+        std::fs::copy(other.join("c.pem"), &tls.cert).unwrap();
+        std::fs::copy(other.join("k.pem"), &tls.key).unwrap();
+        assert!(certs.reload("sighup").unwrap().starts_with("loaded"));
+        let second = certs.current.load_full();
+        assert_ne!(first.cert, second.cert);
+        assert!(certs.last().ok);
+
+        // A key of another pair: refused, the second pair stays.
+        generate_self_signed(&other.join("c2.pem"), &other.join("k2.pem")).unwrap();
+        std::fs::copy(other.join("k2.pem"), &tls.key).unwrap();
+        let err = certs.reload("file").unwrap_err();
+        assert!(err.contains("do not match"), "{err}");
+        assert_eq!(certs.current.load_full().cert, second.cert);
+        let last = certs.last();
+        assert!(!last.ok && last.trigger == "file", "{last:?}");
+        assert_eq!(certs.reloads.with_label_values(&["error"]).get(), 1);
+
+        // Garbage: refused too, with the file named.
+        std::fs::write(&tls.key, "not a key").unwrap();
+        let err = certs.reload("admin").unwrap_err();
+        assert!(err.contains("proxy-key.pem"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

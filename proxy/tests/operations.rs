@@ -1,5 +1,5 @@
 //! What operators run the proxy with day to day: the access log (every field, both formats,
-//! sampling, reopening on SIGUSR1).
+//! sampling, reopening on SIGUSR1), and the TLS certificate replaced without a restart.
 
 mod support;
 
@@ -217,4 +217,146 @@ async fn an_access_log_that_cannot_be_opened_stops_the_start_with_its_name() {
         stderr.contains("access_log.output") && stderr.contains("no/such/dir/access.log"),
         "{stderr}"
     );
+}
+
+// ===== certificates =====
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// An HTTP/1.1 client on a TLS connection to `addr` that trusts only the certificate in
+/// `trusted`; `None` if the handshake fails (the proxy presents another certificate).
+async fn https_client(addr: std::net::SocketAddr, trusted: &std::path::Path) -> Option<Sender> {
+    let stream = support::tls_connect(addr, trusted, &[b"http/1.1"])
+        .await
+        .ok()?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+async fn status(sender: &mut Sender) -> u16 {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get("/")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let res = sender.send_request(req).await.expect("an answer");
+    let status = res.status().as_u16();
+    res.into_body().collect().await.unwrap();
+    status
+}
+
+/// Writes a new self-signed pair for `localhost` over `cert` and `key` (each renamed into
+/// place, as an editor or cert-manager does) and keeps a copy of the certificate at `copy`.
+fn new_pair(cert: &std::path::Path, key: &std::path::Path, copy: &std::path::Path) {
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(copy, pair.cert.pem()).unwrap();
+    replace(key, &pair.signing_key.serialize_pem());
+    replace(cert, &pair.cert.pem());
+}
+
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+async fn tls_status(p: &support::ProxyProcess) -> Value {
+    let view: Value = reqwest::get(p.admin_url("/admin/upstreams"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    view["tls"]["last_reload"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_certificate_is_served_without_a_restart_and_a_bad_one_is_refused() {
+    let up = Upstream::start("a").await;
+    let p = proxy().upstream(&up).https().start().await;
+    let https = p.https.unwrap();
+    let cert = p.dir.join("certs/proxy.pem");
+    let key = p.dir.join("certs/proxy-key.pem");
+    let first = p.dir.join("first.pem");
+    std::fs::copy(&cert, &first).unwrap();
+    let mut open = https_client(https, &first).await.expect("the first pair");
+    assert_eq!(status(&mut open).await, 200);
+
+    // A new pair on disk: new handshakes get it, the open connection lives on.
+    let second = p.dir.join("second.pem");
+    new_pair(&cert, &key, &second);
+    eventually(
+        "a handshake with the new certificate",
+        Duration::from_secs(10),
+        || {
+            let second = second.clone();
+            async move { https_client(https, &second).await.is_some() }
+        },
+    )
+    .await;
+    assert!(
+        https_client(https, &first).await.is_none(),
+        "the old certificate is still served"
+    );
+    assert_eq!(status(&mut open).await, 200, "the open connection was cut");
+    assert_eq!(tls_status(&p).await["ok"], true);
+
+    // A key that is not a key: refused, reported, and the second pair goes on serving.
+    replace(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    );
+    eventually(
+        "the refused reload in /admin/upstreams",
+        Duration::from_secs(10),
+        || async { tls_status(&p).await["ok"] == false },
+    )
+    .await;
+    let refused = tls_status(&p).await;
+    assert_eq!(refused["trigger"], "file");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("proxy-key.pem"),
+        "{refused}"
+    );
+    let mut fresh = https_client(https, &second).await.expect("the kept pair");
+    assert_eq!(status(&mut fresh).await, 200);
+    let metrics = reqwest::get(p.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("proxy_tls_certificate_reloads_total{result=\"error\"} 0"),
+        "{metrics}"
+    );
+
+    // SIGHUP reloads it too (still refused: the key is still broken).
+    nix::sys::signal::kill(p.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    eventually("the SIGHUP reload", Duration::from_secs(10), || async {
+        tls_status(&p).await["trigger"] == "sighup"
+    })
+    .await;
+    assert_eq!(tls_status(&p).await["ok"], false);
+
+    // A good pair again.
+    let third = p.dir.join("third.pem");
+    new_pair(&cert, &key, &third);
+    eventually(
+        "a handshake with the third certificate",
+        Duration::from_secs(10),
+        || {
+            let third = third.clone();
+            async move { https_client(https, &third).await.is_some() }
+        },
+    )
+    .await;
+    assert_eq!(tls_status(&p).await["ok"], true);
 }
