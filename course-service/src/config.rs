@@ -391,6 +391,14 @@ fn cache_settings(
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_configuration_reference_documents_every_key_and_no_other() {
+        let doc = include_str!("../../docs/configuration.md");
+        let keys = shared::config::keys::<FileConfig>();
+        assert!(keys.len() > 15, "{keys:?}");
+        shared::config::check_reference(doc, "course-service.toml", &keys).unwrap();
+    }
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let path = Path::new("course-service.toml");
         let file = shared::config::parse(path, text)?;

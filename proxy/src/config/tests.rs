@@ -210,3 +210,16 @@ fn the_access_log_section_resolves_its_file_and_checks_its_sample() {
     let bad_format = parse("[access_log]\nformat = \"xml\"\n").unwrap_err();
     assert!(bad_format[0].to_string().contains("json"), "{bad_format:?}");
 }
+
+#[test]
+fn the_configuration_reference_documents_every_key_and_no_other() {
+    let doc = include_str!("../../../docs/configuration.md");
+    let proxy = shared::config::keys::<RawProxy>();
+    let upstreams = shared::config::keys::<RawUpstreams>();
+    assert!(
+        proxy.len() > 20 && upstreams.len() > 10,
+        "{proxy:?} {upstreams:?}"
+    );
+    shared::config::check_reference(doc, "proxy.toml", &proxy).unwrap();
+    shared::config::check_reference(doc, "upstreams.toml", &upstreams).unwrap();
+}
