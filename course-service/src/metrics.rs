@@ -43,6 +43,13 @@ pub struct Metrics {
     pub model_loads: IntCounterVec,
     /// `read_model_load_seconds`: how long the last full load took.
     pub model_load_seconds: prometheus::Gauge,
+    /// `database_up`: 1 after the last database operation (or change stream open) that
+    /// reached the database, 0 after one that found it unreachable.
+    pub database_up: IntGauge,
+    /// `cache_following`: 1 while the catalogue cache's invalidation follower is live (the
+    /// cache serves), 0 while it is down (reads bypass the cache). Registered only when the
+    /// cache is on.
+    pub cache_following: IntGauge,
 }
 
 impl Metrics {
@@ -123,8 +130,19 @@ impl Metrics {
             "Duration of the last full load of the read model",
         )
         .expect("valid metric");
+        let database_up = IntGauge::new(
+            "database_up",
+            "1 when the last database operation reached the database, 0 when it found it unreachable",
+        )
+        .expect("valid metric");
+        let cache_following = IntGauge::new(
+            "cache_following",
+            "1 while the catalogue cache's invalidation follower is live and the cache serves",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(cache_events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(database_up.clone()),
             Box::new(model_courses.clone()),
             Box::new(model_following.clone()),
             Box::new(model_events.clone()),
@@ -138,6 +156,9 @@ impl Metrics {
             Box::new(db_errors.clone()),
         ] {
             registry.register(c).expect("metric registered once");
+        }
+        for kind in ["insert", "update", "replace", "delete"] {
+            model_events.with_label_values(&[kind]);
         }
         Metrics {
             registry,
@@ -153,7 +174,16 @@ impl Metrics {
             model_events,
             model_loads,
             model_load_seconds,
+            database_up,
+            cache_following,
         }
+    }
+
+    /// Exports `cache_following` (the cache is on: its follower matters).
+    pub fn register_cache_following(&self) {
+        let _ = self
+            .registry
+            .register(Box::new(self.cache_following.clone()));
     }
 
     /// The Prometheus text exposition of every metric.

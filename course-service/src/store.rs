@@ -103,6 +103,15 @@ pub struct CourseStore {
 
 impl CourseStore {
     pub fn new(client: &Client, database: &str, op_timeout: Duration, metrics: Metrics) -> Self {
+        // The error series of the serving path exist from the start, at 0 (`rate` and
+        // `increase` then see the first error).
+        for op in [
+            "find", "find_one", "count", "insert", "update", "delete", "ping", "watch",
+        ] {
+            for kind in ["unavailable", "timeout", "other"] {
+                metrics.db_errors.with_label_values(&[op, kind]);
+            }
+        }
         let db = client.database(database);
         CourseStore {
             courses: db.collection(COLLECTION),
@@ -183,13 +192,20 @@ impl CourseStore {
     ) -> mongodb::error::Result<ChangeStream<ChangeStreamEvent<Document>>> {
         // The follower needs the server's error code (a resume token too old is not retried
         // like a network error), so the error is not classified.
-        self.db
+        let stream = self
+            .db
             .collection::<Document>(COLLECTION)
             .watch()
             .full_document(FullDocumentType::UpdateLookup)
             .resume_after(resume)
             .max_await_time(Duration::from_millis(500))
-            .await
+            .await;
+        let reached = match &stream {
+            Ok(_) => true,
+            Err(e) => classify(e.clone()).0 != "unavailable",
+        };
+        self.metrics.database_up.set(i64::from(reached));
+        stream
     }
 
     /// Every course, in no particular order (the read model's load: a sort would only cost
@@ -214,14 +230,16 @@ impl CourseStore {
             .db_duration
             .with_label_values(&["ping"])
             .observe(started.elapsed().as_secs_f64());
-        match res {
+        let result = match res {
             Ok(Ok(Ok(_))) => Ok(()),
             Ok(Ok(Err(e))) => Err(self.classify("ping", e)),
             Ok(Err(join)) => Err(StoreError::Other(format!("ping task failed: {join}"))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "ping took longer than {deadline:?}"
             ))),
-        }
+        };
+        self.reached(&result);
+        result
     }
 
     /// One page of the listing and the total number of matches, queried concurrently.
@@ -445,7 +463,7 @@ impl CourseStore {
             .db_duration
             .with_label_values(&[op])
             .observe(started.elapsed().as_secs_f64());
-        match res {
+        let result = match res {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) => Err(self.classify(op, e)),
             Ok(Err(join)) => {
@@ -465,7 +483,15 @@ impl CourseStore {
                     self.op_timeout
                 )))
             }
-        }
+        };
+        self.reached(&result);
+        result
+    }
+
+    /// Mirrors whether an operation reached the database into `database_up`.
+    fn reached<T>(&self, result: &Result<T, StoreError>) {
+        let up = !matches!(result, Err(StoreError::Unavailable(_)));
+        self.metrics.database_up.set(i64::from(up));
     }
 
     fn classify(&self, op: &'static str, e: mongodb::error::Error) -> StoreError {

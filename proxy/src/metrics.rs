@@ -119,6 +119,9 @@ impl LocalError {
     }
 }
 
+/// The `reason` labels of `retries_total` (see `forward::retry_reason`).
+pub const RETRY_REASONS: [&str; 4] = ["connect", "reset", "timeout", "malformed"];
+
 /// Seconds a client is told to wait when no endpoint is available.
 pub const NO_ENDPOINT_RETRY_AFTER: &str = "1";
 
@@ -325,6 +328,12 @@ impl Metrics {
         for result in ["written", "dropped"] {
             access_log_lines.with_label_values(&[result]);
         }
+        for result in ["ok", "error", "timeout"] {
+            tls_handshakes.with_label_values(&[result]);
+        }
+        for kind in ["header_timeout", "bad_request", "other"] {
+            connection_errors.with_label_values(&[kind]);
+        }
         for result in ["ok", "error"] {
             tls_certificate_reloads.with_label_values(&[result]);
             config_reloads.with_label_values(&[result]);
@@ -355,6 +364,12 @@ impl Metrics {
 
     /// Handles for one endpoint of one pool.
     pub fn endpoint(&self, pool: &str, endpoint: &str) -> EndpointMetrics {
+        // Every series an alert or a dashboard reads exists from the start, at 0: `rate`
+        // and `increase` see the first event, not a series appearing.
+        self.ejections.with_label_values(&[pool, endpoint]);
+        for to in ["healthy", "unhealthy", "ejected"] {
+            self.transitions.with_label_values(&[pool, endpoint, to]);
+        }
         let class = |c: &str| self.requests.with_label_values(&[pool, endpoint, c]);
         EndpointMetrics {
             by_class: [
@@ -369,6 +384,11 @@ impl Metrics {
 
     /// The latency histogram of one pool.
     pub fn pool_duration(&self, pool: &str) -> prometheus::Histogram {
+        self.panic_requests.with_label_values(&[pool]);
+        self.retry_budget_exhausted.with_label_values(&[pool]);
+        for reason in RETRY_REASONS {
+            self.retries.with_label_values(&[pool, reason]);
+        }
         self.duration.with_label_values(&[pool])
     }
 

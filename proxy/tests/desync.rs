@@ -331,7 +331,10 @@ async fn a_request_that_never_reached_an_endpoint_goes_to_another_whatever_its_m
     }
     let metrics = p.metrics().await;
     assert!(
-        metrics.contains("proxy_retries_total{pool=\"main\",reason=\"connect\"}"),
+        support::metric_sum(
+            &metrics,
+            "proxy_retries_total{pool=\"main\",reason=\"connect\"}"
+        ) > 0.0,
         "retries are counted"
     );
 }

@@ -117,3 +117,11 @@ ensure_attack_tools() {
   ensure_apt testssl testssl.sh
 }
 
+
+# ensure_promtool: Prometheus's promtool, which checks and unit-tests the alerting rules in
+# configs/prometheus (Debian ships it in the prometheus package; its server is not started).
+ensure_promtool() {
+  ensure_apt promtool prometheus
+  # Debian's package starts a system Prometheus on :9090, the proxy's admin port.
+  invoke-rc.d prometheus stop >/dev/null 2>&1 || true
+}

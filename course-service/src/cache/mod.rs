@@ -173,6 +173,8 @@ struct Inner {
     stale: IntCounter,
     bypasses: IntCounter,
     errors: IntCounter,
+    /// `cache_following`: mirrors `watching`.
+    following: prometheus::IntGauge,
 }
 
 /// Where a lookup found its value (an `AtomicU8`: the loader runs inside moka).
@@ -185,6 +187,9 @@ impl CatalogCache {
     pub fn new(settings: &CacheSettings, metrics: &Metrics) -> Result<CatalogCache, String> {
         let backend = settings.backend.name();
         let counter = |event: &str| metrics.cache_events.with_label_values(&[backend, event]);
+        if settings.enabled {
+            metrics.register_cache_following();
+        }
         let (redis, entries) = match &settings.backend {
             Backend::Memory => (None, settings.max_entries),
             Backend::Redis(r) => (
@@ -215,6 +220,7 @@ impl CatalogCache {
                 stale: counter("stale"),
                 bypasses: counter("bypass"),
                 errors: counter("error"),
+                following: metrics.cache_following.clone(),
             }),
         })
     }
@@ -264,6 +270,7 @@ impl CatalogCache {
 
     pub(crate) fn set_watching(&self, live: bool) {
         self.inner.watching.store(live, Ordering::Release);
+        self.inner.following.set(i64::from(live));
     }
 
     /// The cached answer for `key`, or `load`'s (run once however many ask at once).
