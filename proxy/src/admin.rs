@@ -1,4 +1,6 @@
-//! The admin listener (loopback by default): `GET /metrics` (Prometheus text),
+//! The admin listener (loopback by default): `GET /admin/status` (the status page, HAProxy's
+//! stats page in spirit: it reads `/admin/upstreams` every 2 s and shows rates from the
+//! counters' growth), `GET /metrics` (Prometheus text),
 //! `GET /admin/upstreams` (JSON: the last reload, each pool and endpoint with weight, in
 //! flight, RTT estimate) and `POST /admin/reload` (reload `upstreams.toml` now).
 //!
@@ -8,6 +10,7 @@
 //! open to loopback peers; a peer from anywhere else needs the token for them too, so an
 //! admin port bound beyond loopback (a Kubernetes pod IP) shows nothing to strangers.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use subtle::ConstantTimeEq;
@@ -20,6 +23,7 @@ use tokio::time::Instant;
 use crate::balance::health::State;
 use crate::body::ResponseBody;
 use crate::forward::Proxy;
+use crate::metrics::PoolCounts;
 use crate::reload::{ReloadStatus, Reloader};
 
 #[derive(Serialize)]
@@ -50,6 +54,11 @@ struct PoolView {
     algorithm: &'static str,
     /// No endpoint is available: requests are spread over all of them.
     panic: bool,
+    /// Retries, retries refused by the budget and panic-mode requests so far.
+    #[serde(flatten)]
+    counts: PoolCounts,
+    /// Retries the budget allows now.
+    retry_budget: i64,
     endpoints: Vec<EndpointView>,
 }
 
@@ -67,7 +76,12 @@ struct EndpointView {
     /// Why it is in its current state.
     reason: Option<String>,
     last_error: Option<String>,
+    /// Its responses so far, by status class.
+    requests: BTreeMap<&'static str, u64>,
 }
+
+/// The status page: plain HTML and JavaScript that reads `/admin/upstreams` every 2 s.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The environment variable that holds the admin token.
 pub const TOKEN_VAR: &str = "PROXY_ADMIN_TOKEN";
@@ -176,12 +190,27 @@ pub async fn handle(
                 proxy.metrics.render(),
             )
         }
+        (&Method::GET, "/admin/status") => {
+            let mut res = text(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                STATUS_PAGE.into(),
+            );
+            res.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                     connect-src 'self'",
+                ),
+            );
+            res
+        }
         (&Method::GET, "/admin/upstreams") => {
             let json =
                 serde_json::to_string_pretty(&upstreams(proxy, reloader)).unwrap_or_default();
             text(StatusCode::OK, "application/json", json)
         }
-        (_, "/metrics" | "/admin/upstreams") => text(
+        (_, "/metrics" | "/admin/upstreams" | "/admin/status") => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "use GET\n".into(),
@@ -194,7 +223,9 @@ pub async fn handle(
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: GET /metrics, GET /admin/upstreams, POST /admin/reload\n".into(),
+            "admin endpoints: GET /admin/status (the status page), GET /metrics, \
+             GET /admin/upstreams, POST /admin/reload\n"
+                .into(),
         ),
     }
 }
@@ -209,10 +240,13 @@ fn upstreams(proxy: &Proxy, reloader: &Reloader) -> UpstreamsView {
             name: p.name().to_string(),
             algorithm: p.config.algorithm.as_str(),
             panic: p.in_panic(),
+            counts: proxy.metrics.pool_counts(p.name()),
+            retry_budget: p.retry_budget.available(),
             endpoints: p
                 .endpoints
                 .iter()
-                .map(|e| {
+                .zip(&p.endpoint_metrics)
+                .map(|(e, counters)| {
                     let health = e.health();
                     EndpointView {
                         address: e.addr.to_string(),
@@ -225,6 +259,7 @@ fn upstreams(proxy: &Proxy, reloader: &Reloader) -> UpstreamsView {
                         times_ejected: health.times_ejected,
                         reason: health.reason,
                         last_error: health.last_error,
+                        requests: counters.counts().into_iter().collect(),
                     }
                 })
                 .collect(),

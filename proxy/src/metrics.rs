@@ -415,6 +415,19 @@ impl Metrics {
         self.panic_requests.with_label_values(&[pool]).inc();
     }
 
+    /// A pool's retries, retries refused by the budget, and requests routed in panic mode,
+    /// so far (for the status page).
+    pub fn pool_counts(&self, pool: &str) -> PoolCounts {
+        PoolCounts {
+            retries: RETRY_REASONS
+                .iter()
+                .map(|r| self.retries.with_label_values(&[pool, r]).get())
+                .sum(),
+            retries_refused: self.retry_budget_exhausted.with_label_values(&[pool]).get(),
+            panic_requests: self.panic_requests.with_label_values(&[pool]).get(),
+        }
+    }
+
     pub fn local(&self, e: LocalError) {
         self.local_errors.with_label_values(&[e.as_str()]).inc();
     }
@@ -448,6 +461,14 @@ impl Default for Metrics {
     }
 }
 
+/// A pool's counters, as `Metrics::pool_counts` reads them.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct PoolCounts {
+    pub retries: u64,
+    pub retries_refused: u64,
+    pub panic_requests: u64,
+}
+
 /// Pre-resolved counters of one endpoint.
 #[derive(Clone)]
 pub struct EndpointMetrics {
@@ -455,6 +476,12 @@ pub struct EndpointMetrics {
 }
 
 impl EndpointMetrics {
+    /// Responses so far by status class, `1xx` to `5xx`.
+    pub fn counts(&self) -> [(&'static str, u64); 5] {
+        let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        std::array::from_fn(|i| (classes[i], self.by_class[i].get()))
+    }
+
     pub fn response(&self, status: u16) {
         let i = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[i].inc();

@@ -187,7 +187,12 @@ impl Browser {
 
     /// Waits until `condition` (a script expression) is true in the page.
     pub async fn wait_for(&mut self, what: &str, condition: &str) {
-        let end = tokio::time::Instant::now() + DEADLINE;
+        self.wait_for_within(what, condition, DEADLINE).await;
+    }
+
+    /// [`Browser::wait_for`] with a deadline of its own.
+    pub async fn wait_for_within(&mut self, what: &str, condition: &str, deadline: Duration) {
+        let end = tokio::time::Instant::now() + deadline;
         loop {
             if self.eval(condition).await == json!(true) {
                 return;
@@ -196,7 +201,7 @@ impl Browser {
                 let status = self
                     .eval("document.getElementById('status')?.textContent")
                     .await;
-                panic!("timed out after {DEADLINE:?} waiting for {what}; the page's status line says {status}");
+                panic!("timed out after {deadline:?} waiting for {what}; the page's status line says {status}");
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -82,3 +82,16 @@ impl Drop for Proxy {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl Proxy {
+    /// Replaces `upstreams.toml` (renamed into place: the proxy reloads it).
+    pub fn write_upstreams(&self, text: &str) {
+        let tmp = self.dir.join("upstreams.toml.new");
+        std::fs::write(&tmp, text).expect("upstreams.toml.new");
+        std::fs::rename(tmp, self.dir.join("upstreams.toml")).expect("upstreams.toml");
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
