@@ -121,6 +121,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             "/api/courses",
             get(routes::courses::list).post(routes::courses::create),
         )
+        .route("/api/openapi.json", get(crate::openapi::serve))
         .route(
             "/api/courses/{id}",
             get(routes::courses::get_one)

@@ -41,13 +41,17 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem: what every refused request gets, as `application/problem+json`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// A stable, machine-readable problem type (`urn:microcourses:problem:validation`).
     #[serde(rename = "type")]
     kind: &'a str,
     title: &'a str,
     status: u16,
+    /// What went wrong and what to do about it.
     detail: String,
+    /// Every broken rule (validation problems only).
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
 }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod model;
+pub mod openapi;
 pub mod query;
 pub mod readmodel;
 pub mod routes;

@@ -21,7 +21,7 @@ pub const TAG_MAX: usize = 30;
 pub const PRICE_MAX_CENTS: i64 = 100_000_000;
 
 /// Difficulty of a course.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Beginner,
@@ -68,8 +68,9 @@ pub struct CourseDoc {
 }
 
 /// A course as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Course {
+    /// 24 hexadecimal digits.
     pub id: String,
     pub title: String,
     pub slug: String,
@@ -122,35 +123,59 @@ pub fn etag_for_version(version: i64) -> String {
 }
 
 /// The body of `POST /api/courses` and `PUT /api/courses/{id}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CourseInput {
+    /// Unique whatever its case; no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub title: String,
     /// Derived from the title on create when absent; kept as is on PUT when absent.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 120)]
     pub slug: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 5000)]
     pub description: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub instructor: String,
+    #[schema(minimum = 1, maximum = 10000)]
     pub duration_minutes: i64,
     pub level: Level,
+    /// Stored lower-case, without repeats.
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub tags: Vec<String>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100000000)]
     pub price_cents: i64,
 }
 
 /// The body of `PATCH /api/courses/{id}`: every field optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CoursePatch {
+    #[schema(min_length = 1, max_length = 120)]
     pub title: Option<String>,
+    #[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 120)]
     pub slug: Option<String>,
+    #[schema(max_length = 5000)]
     pub description: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     pub instructor: Option<String>,
+    #[schema(minimum = 1, maximum = 10000)]
     pub duration_minutes: Option<i64>,
     pub level: Option<Level>,
+    #[schema(max_items = 10)]
     pub tags: Option<Vec<String>>,
+    #[schema(minimum = 0, maximum = 100000000)]
     pub price_cents: Option<i64>,
 }
 
@@ -374,7 +399,7 @@ pub struct ValidCourse {
 }
 
 /// One broken rule: which field, and what a person should do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: &'static str,
     pub message: String,

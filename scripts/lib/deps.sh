@@ -125,3 +125,16 @@ ensure_promtool() {
   # Debian's package starts a system Prometheus on :9090, the proxy's admin port.
   invoke-rc.d prometheus stop >/dev/null 2>&1 || true
 }
+
+# ensure_schemathesis: schemathesis in ./.venv, the API fuzzer conformance/api runs against
+# the OpenAPI document. Pinned, so a fresh machine generates what CI generated.
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+ensure_schemathesis() {
+  ensure_secantusdb
+  if "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    return 0
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+    || die "pip install schemathesis failed"
+}

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use crate::app::AppState;
 use crate::cache::{Cached, LoadError, Source};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::extract::{AdminAuth, IfMatch, JsonBody};
-use crate::model::{Course, CourseDoc, CourseInput, CoursePatch, Draft};
+use crate::model::{Course, CourseDoc, CourseInput, CoursePatch, Draft, Level};
 use crate::query::{ListQuery, QueryError};
 use crate::readmodel::Page;
 use crate::store::{parse_id, Conditional, StoreError};
@@ -24,7 +24,7 @@ use std::sync::Arc;
 const COLLECTION_PATH: &str = "/api/courses";
 
 /// A page of the listing.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Listing<T> {
     pub items: Vec<T>,
     /// Courses matching the filters, over all pages.
@@ -37,7 +37,7 @@ pub struct Listing<T> {
 }
 
 /// Relative links to the neighbouring pages, in canonical parameter order.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Links {
     #[serde(rename = "self")]
     pub this: String,
@@ -94,6 +94,41 @@ fn render_course(id: &str, found: Option<Arc<Course>>) -> Result<Cached, ApiErro
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/courses",
+    tag = "courses",
+    summary = "List courses: filter, search, sort, page",
+    params(
+        ("q" = Option<String>, Query, max_length = 100,
+            description = "Case-insensitive substring of the title, description or instructor"),
+        ("tag" = Option<String>, Query, max_length = 30, description = "Courses with this tag"),
+        ("level" = Option<Level>, Query, description = "Courses of this level"),
+        ("sort" = Option<String>, Query,
+            pattern = "^-?(title|created_at|updated_at|price|duration)$",
+            description = "A field, descending with a leading `-`; default `-created_at`"),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 10000,
+            description = "1-based page number; default 1"),
+        ("per_page" = Option<u32>, Query, minimum = 1, maximum = 100,
+            description = "Courses per page; default 20"),
+        ("If-None-Match" = Option<String>, Header,
+            description = "An ETag of this listing: 304 if it is still current"),
+    ),
+    responses(
+        (status = 200, description = "A page of courses", body = Listing<Course>,
+            headers(
+                ("ETag" = String, description = "Tag of this page's bytes"),
+                ("X-Cache" = String, description = "MODEL, HIT, MISS, BYPASS or STALE: how the answer was obtained"),
+            )),
+        (status = 304, description = "The ETag in If-None-Match is still current"),
+        (status = 400, description = "A malformed query string or an unknown parameter",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter out of range", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable and nothing cached can stand in",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 /// `GET /api/courses`: from the read model while it follows the database, else through the
 /// cache (keyed by the canonical query).
 pub async fn list(
@@ -151,6 +186,32 @@ fn unreachable(e: &LoadError, state: &AppState) -> bool {
     unreachable
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/courses/{id}",
+    tag = "courses",
+    summary = "One course",
+    params(
+        ("id" = String, Path, pattern = "^[0-9a-f]{24}$",
+            description = "The course id (24 hexadecimal digits)"),
+        ("If-None-Match" = Option<String>, Header,
+            description = "An ETag of this course: 304 if it is still current"),
+    ),
+    responses(
+        (status = 200, description = "The course", body = Course,
+            headers(
+                ("ETag" = String, description = "The course's version, `\"v{version}\"`"),
+                ("X-Cache" = String, description = "How the answer was obtained"),
+            )),
+        (status = 304, description = "The ETag in If-None-Match is still current"),
+        (status = 400, description = "Not a course id (24 hexadecimal digits)", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "No such course", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 /// `GET /api/courses/{id}`: from the read model while it follows the database, else through
 /// the cache.
 pub async fn get_one(
@@ -244,6 +305,38 @@ fn load_error(e: &LoadError, id: &str) -> ApiError {
     }
 }
 
+/// `POST /api/courses`: adds a course.
+#[utoipa::path(
+    post,
+    path = "/api/courses",
+    tag = "courses",
+    summary = "Add a course",
+    request_body(content = CourseInput, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Course,
+            headers(
+                ("Location" = String, description = "The new course's URL"),
+                ("ETag" = String, description = "Its version"),
+            )),
+        (status = 400, description = "A body that is not JSON", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 403, description = "A wrong token, or writes are disabled on this server",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another course has this slug or title", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "A body over the size limit", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not `application/json`", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "The course breaks a rule; every broken rule is listed",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -265,6 +358,44 @@ pub async fn create(
     Ok(res)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/courses/{id}",
+    tag = "courses",
+    summary = "Replace a course",
+    params(
+        ("id" = String, Path, pattern = "^[0-9a-f]{24}$",
+            description = "The course id (24 hexadecimal digits)"),
+        ("If-Match" = Option<String>, Header,
+            description = "The ETag the change is based on: 412 if the course has moved on since"),
+    ),
+    request_body(content = CourseInput, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated", body = Course,
+            headers(("ETag" = String, description = "Its new version"))),
+        (status = 400, description = "Not a course id (24 hexadecimal digits)", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "No such course", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 403, description = "A wrong token, or writes are disabled on this server",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another course has this slug or title, or a concurrent update won",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match the current version", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "A body over the size limit", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not `application/json`", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "The course breaks a rule; every broken rule is listed",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 /// `PUT`: replaces every writable field; a missing `slug` keeps the current one, so renaming
 /// a course does not break links to it.
 pub async fn replace(
@@ -284,6 +415,44 @@ pub async fn replace(
     .await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/courses/{id}",
+    tag = "courses",
+    summary = "Change some fields of a course",
+    params(
+        ("id" = String, Path, pattern = "^[0-9a-f]{24}$",
+            description = "The course id (24 hexadecimal digits)"),
+        ("If-Match" = Option<String>, Header,
+            description = "The ETag the change is based on: 412 if the course has moved on since"),
+    ),
+    request_body(content = CoursePatch, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated", body = Course,
+            headers(("ETag" = String, description = "Its new version"))),
+        (status = 400, description = "Not a course id (24 hexadecimal digits)", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "No such course", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 403, description = "A wrong token, or writes are disabled on this server",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another course has this slug or title, or a concurrent update won",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match the current version", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "A body over the size limit", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not `application/json`", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "The course breaks a rule; every broken rule is listed",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 /// `PATCH`: changes only the fields present in the body.
 pub async fn patch(
     State(state): State<AppState>,
@@ -332,6 +501,35 @@ async fn update(
     }
 }
 
+/// `DELETE /api/courses/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/api/courses/{id}",
+    tag = "courses",
+    summary = "Delete a course",
+    params(
+        ("id" = String, Path, pattern = "^[0-9a-f]{24}$",
+            description = "The course id (24 hexadecimal digits)"),
+        ("If-Match" = Option<String>, Header,
+            description = "The ETag the change is based on: 412 if the course has moved on since"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Not a course id (24 hexadecimal digits)", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "No such course", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 403, description = "A wrong token, or writes are disabled on this server",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match the current version", body = Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     _: AdminAuth,
