@@ -86,9 +86,15 @@ async fn overhead_measures_direct_and_each_proxy_both_ways() {
     // Behind HTTPS too, where wrk is installed (it is what speaks TLS).
     let tls = if bench::systems::on_path("wrk") { 2 } else { 0 };
     assert_eq!(direct.len(), 5, "{:?}", outcome.skipped);
-    // Least connections: closed loop, 500/s and three paced rates, twice (and over HTTPS);
-    // round robin: the closed loop.
-    assert_eq!(ours(&outcome).len(), 11 + tls, "{:?}", outcome.skipped);
+    // Least connections and peak EWMA: closed loop, 500/s and three paced rates (and over
+    // HTTPS); peak EWMA with the access log on: the same five; round robin: the closed loop.
+    assert_eq!(ours(&outcome).len(), 16 + tls, "{:?}", outcome.skipped);
+    let logged = outcome
+        .rows
+        .iter()
+        .filter(|r| r.system == "ours (peak-ewma, access log)")
+        .count();
+    assert_eq!(logged, 5, "{:?}", outcome.skipped);
     for row in &outcome.rows {
         assert_eq!(row.stats.failed, 0, "{} {}", row.scenario, row.system);
         match row.scenario.as_str() {
