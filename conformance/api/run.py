@@ -87,7 +87,8 @@ def main():
             "--no-color",
         ]
         print("+", " ".join(command), flush=True)
-        result = subprocess.run(command, timeout=900)
+        # Its cache of examples goes with the reports, not into the checkout.
+        result = subprocess.run(command, timeout=900, cwd=args.out)
         if service.poll() is not None:
             raise SystemExit(f"course-service died during the run (status {service.returncode})")
         if result.returncode != 0:
