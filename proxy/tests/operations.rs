@@ -156,12 +156,7 @@ async fn the_access_log_has_a_line_per_request_and_reopens_on_sigusr1() {
     after.sort_by_key(|id| id[6..].parse::<u32>().unwrap());
     let sent: Vec<String> = (1..=n).map(|i| format!("after-{i}")).collect();
     assert_eq!(after, sent);
-    let metrics = reqwest::get(p.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     assert!(
         metrics.contains("proxy_access_log_lines_total{result=\"dropped\"} 0"),
         "{metrics}"
@@ -264,14 +259,18 @@ fn replace(path: &std::path::Path, text: &str) {
     std::fs::rename(tmp, path).unwrap();
 }
 
+/// Waits until a handshake with `addr` succeeds trusting only the certificate in `cert`.
+async fn served(what: &str, addr: std::net::SocketAddr, cert: &std::path::Path) {
+    eventually(
+        &format!("a handshake with {what}"),
+        Duration::from_secs(10),
+        || async move { https_client(addr, cert).await.is_some() },
+    )
+    .await;
+}
+
 async fn tls_status(p: &support::ProxyProcess) -> Value {
-    let view: Value = reqwest::get(p.admin_url("/admin/upstreams"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    view["tls"]["last_reload"].clone()
+    p.admin_json("/admin/upstreams").await["tls"]["last_reload"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,15 +288,7 @@ async fn a_new_certificate_is_served_without_a_restart_and_a_bad_one_is_refused(
     // A new pair on disk: new handshakes get it, the open connection lives on.
     let second = p.dir.join("second.pem");
     new_pair(&cert, &key, &second);
-    eventually(
-        "a handshake with the new certificate",
-        Duration::from_secs(10),
-        || {
-            let second = second.clone();
-            async move { https_client(https, &second).await.is_some() }
-        },
-    )
-    .await;
+    served("the new certificate", https, &second).await;
     assert!(
         https_client(https, &first).await.is_none(),
         "the old certificate is still served"
@@ -327,12 +318,7 @@ async fn a_new_certificate_is_served_without_a_restart_and_a_bad_one_is_refused(
     );
     let mut fresh = https_client(https, &second).await.expect("the kept pair");
     assert_eq!(status(&mut fresh).await, 200);
-    let metrics = reqwest::get(p.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     assert!(
         !metrics.contains("proxy_tls_certificate_reloads_total{result=\"error\"} 0"),
         "{metrics}"
@@ -349,14 +335,6 @@ async fn a_new_certificate_is_served_without_a_restart_and_a_bad_one_is_refused(
     // A good pair again.
     let third = p.dir.join("third.pem");
     new_pair(&cert, &key, &third);
-    eventually(
-        "a handshake with the third certificate",
-        Duration::from_secs(10),
-        || {
-            let third = third.clone();
-            async move { https_client(https, &third).await.is_some() }
-        },
-    )
-    .await;
+    served("the third certificate", https, &third).await;
     assert_eq!(tls_status(&p).await["ok"], true);
 }

@@ -28,7 +28,14 @@ async fn round_robin_spreads_by_weight() {
     assert_eq!((a.hits(), b.hits()), (30, 10));
 }
 
+/// Held by the tests whose outcome depends on timing (how the load spreads over a slow and
+/// fast upstreams) and by the one that keeps both cores busy (256 MiB each way), so that
+/// they do not run at once: on two cores, streaming 512 MiB slows the 1 ms upstreams of a
+/// distribution test enough to move its shares.
+static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn slow_upstream_share(algorithm: &str) -> (usize, usize) {
+    let _alone = TIMING.lock().await;
     let fast1 = Upstream::builder("fast1")
         .latency(Duration::from_millis(1))
         .start()
@@ -249,6 +256,7 @@ async fn websocket_over_http2_reaches_an_http1_upstream_as_its_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_both_ways_in_bounded_memory() {
+    let _alone = TIMING.lock().await;
     const SIZE: u64 = 256 * 1024 * 1024;
     let up = Upstream::start("bulk").await;
     let p = proxy()
