@@ -10,7 +10,9 @@
 //! A worker that exits is restarted after an exponential backoff (reset once it has stayed
 //! up for a while). A worker that crashes too often within a window is abandoned with an
 //! error; when every worker is abandoned the supervisor exits non-zero, so systemd or
-//! Kubernetes can take over. SIGTERM is forwarded to every worker, which drains and exits.
+//! Kubernetes can take over. SIGTERM is forwarded to every worker, which drains and exits;
+//! a worker whose supervisor was killed outright notices it was re-parented and drains too
+//! (`server::run`).
 //! SIGHUP reloads (PM2's `reload`): workers are replaced one at a time, each new one ready
 //! before the old one drains ([`replace`]), so a deploy of a new binary loses nothing.
 

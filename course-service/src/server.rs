@@ -96,6 +96,17 @@ pub async fn run(
         database = %config.database,
         "course-service ready to accept"
     );
+    // A worker of `cluster` (it has the private port) also stops when its supervisor is gone.
+    let parent = listeners
+        .private
+        .is_some()
+        .then(std::os::unix::process::parent_id);
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = supervisor_gone(parent) => {}
+        }
+    };
     serve(listeners, state, &config, shutdown).await;
     // The client's shutdown waits for every cursor (the change stream's too) to be dropped.
     for task in background {
@@ -104,6 +115,24 @@ pub async fn run(
     }
     client.shutdown().await;
     Ok(())
+}
+
+/// Resolves when this process is no longer the child of `parent` (never for `None`). A
+/// supervisor killed with SIGKILL (or by the OOM killer) cannot forward the shutdown; its
+/// workers notice they were re-parented and drain, instead of holding its port so that a
+/// new cluster cannot start.
+async fn supervisor_gone(parent: Option<u32>) {
+    let Some(parent) = parent else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if std::os::unix::process::parent_id() != parent {
+            tracing::warn!(supervisor = parent, "the supervisor is gone; draining");
+            return;
+        }
+    }
 }
 
 /// Serves until `shutdown`, then drains: stop accepting, [`DRAIN_NOTICE`] of

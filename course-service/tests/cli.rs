@@ -32,8 +32,13 @@ fn config_for(db: &str) -> PathBuf {
 }
 
 fn course_service() -> Command {
+    course_service_on(&mongo().uri())
+}
+
+/// The binary against the database server at `uri`.
+fn course_service_on(uri: &str) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.env("MONGODB_URI", mongo().uri())
+    cmd.env("MONGODB_URI", uri)
         .env("MC_ADMIN_TOKEN", TOKEN)
         .env("RUST_LOG", "info")
         .env_remove("MC_LISTEN")
@@ -44,6 +49,42 @@ fn course_service() -> Command {
 
 fn signal(child: &Child, sig: Signal) {
     kill(Pid::from_raw(child.id() as i32), sig).expect("signal delivered");
+}
+
+/// A process this test started, stopped when the test ends however it ends: SIGTERM (a
+/// cluster drains its workers on it), SIGKILL if it is still there after 20 s. A failed
+/// test must not leave a cluster loading the database the other tests share.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < end {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn healthy(port: u16) -> bool {
@@ -252,13 +293,15 @@ async fn a_bad_seed_file_loads_nothing() {
 #[test]
 fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
     let port = support::free_port();
-    let mut child = course_service()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--config")
-        .arg(config_for(&unique_db("drain")))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        course_service()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--config")
+            .arg(config_for(&unique_db("drain")))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until("the service to be healthy", Duration::from_secs(30), || {
         healthy(port)
     });
@@ -313,6 +356,19 @@ fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
 
 // ===== cluster =====
 
+/// Polls `cond` until it holds (true) or `deadline` passes (false), for a test that says
+/// more than [`wait_until`] when it gives up.
+fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + deadline;
+    while !cond() {
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// Collects a child's stderr lines in the background.
 fn capture_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -341,11 +397,12 @@ fn worker_pids(lines: &Mutex<Vec<String>>, n: u16) -> Vec<i32> {
         .collect()
 }
 
-/// `course-service cluster --instances n` on free ports with its stderr captured; returns
-/// the process, its log lines and the first port, once every instance is healthy.
-fn start_cluster(n: u16, db: &str) -> (Child, Arc<Mutex<Vec<String>>>, u16) {
+/// `course-service cluster --instances n` on free ports, against the database server at
+/// `uri`, with its stderr captured; returns the process, its log lines and the first port,
+/// once every instance is healthy.
+fn start_cluster(n: u16, uri: &str, db: &str) -> (Running, Arc<Mutex<Vec<String>>>, u16) {
     let base = shared::testbed::free_ports(n);
-    let mut cluster = course_service()
+    let mut cluster = course_service_on(uri)
         .args([
             "cluster",
             "--instances",
@@ -359,6 +416,7 @@ fn start_cluster(n: u16, db: &str) -> (Child, Arc<Mutex<Vec<String>>>, u16) {
         .spawn()
         .unwrap();
     let logs = capture_stderr(&mut cluster);
+    let cluster = Running(cluster);
     wait_until(
         "every worker to be healthy",
         Duration::from_secs(30),
@@ -368,7 +426,7 @@ fn start_cluster(n: u16, db: &str) -> (Child, Arc<Mutex<Vec<String>>>, u16) {
 }
 
 /// SIGTERM to the cluster; its exit status once every worker has drained.
-fn stop_cluster(cluster: &mut Child) -> std::process::ExitStatus {
+fn stop_cluster(cluster: &mut Running) -> std::process::ExitStatus {
     signal(cluster, Signal::SIGTERM);
     let mut status = None;
     wait_until("the cluster to exit", Duration::from_secs(30), || {
@@ -380,7 +438,7 @@ fn stop_cluster(cluster: &mut Child) -> std::process::ExitStatus {
 
 #[test]
 fn cluster_restarts_a_killed_worker_and_drains_on_sigterm() {
-    let (mut cluster, logs, base) = start_cluster(2, "cluster");
+    let (mut cluster, logs, base) = start_cluster(2, &mongo().uri(), "cluster");
 
     let first_pid = worker_pids(&logs, 1)[0];
     kill(Pid::from_raw(first_pid), Signal::SIGKILL).unwrap();
@@ -392,6 +450,42 @@ fn cluster_restarts_a_killed_worker_and_drains_on_sigterm() {
 
     assert!(stop_cluster(&mut cluster).success());
     assert!(refuses(base) && refuses(base + 1), "workers left running");
+}
+
+#[test]
+fn workers_drain_and_exit_when_their_supervisor_is_killed() {
+    let (mut cluster, logs, base) = start_cluster(2, &mongo().uri(), "orphans");
+    let workers = [worker_pids(&logs, 1)[0], worker_pids(&logs, 2)[0]];
+    // Should the fix regress, the orphans must not outlive the test (they hold its stdout).
+    struct Reap([i32; 2]);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for pid in self.0 {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+    let _reap = Reap(workers);
+    // SIGKILL: the supervisor cannot forward anything.
+    cluster.kill().unwrap();
+    cluster.wait().unwrap();
+    wait_until(
+        "the orphaned workers to exit",
+        Duration::from_secs(30),
+        || workers.iter().all(|&w| exited(w)),
+    );
+    assert!(
+        refuses(base) && refuses(base + 1),
+        "their ports are still held"
+    );
+}
+
+/// Whether process `pid` has exited (gone, or a zombie nobody reaped yet).
+fn exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// A client that keeps one keep-alive connection to `port` and reconnects when the server
@@ -472,11 +566,14 @@ impl Client {
 
 #[test]
 fn a_sighup_reload_replaces_every_worker_without_refusing_or_failing_a_request() {
-    let (mut cluster, logs, base) = start_cluster(2, "reload");
+    // A database server of its own: the writers below load it as much as it takes, and
+    // that must neither slow the other tests nor be slowed by them.
+    let server = support::MongoServer::start();
+    let (mut cluster, logs, base) = start_cluster(2, &server.uri(), "reload");
     let before = [worker_pids(&logs, 1), worker_pids(&logs, 2)];
 
     // Readers and writers on both ports, each on its own keep-alive connection, until the
-    // reload is over (bounded: 60 s at most).
+    // reload is over (bounded: 120 s at most).
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..4u16)
         .map(|i| {
@@ -487,7 +584,7 @@ fn a_sighup_reload_replaces_every_worker_without_refusing_or_failing_a_request()
                 let started = std::time::Instant::now();
                 let mut n = 0usize;
                 while !done.load(std::sync::atomic::Ordering::Acquire)
-                    && started.elapsed() < Duration::from_secs(60)
+                    && started.elapsed() < Duration::from_secs(120)
                 {
                     n += 1;
                     let outcome = if i < 2 {
@@ -510,13 +607,27 @@ fn a_sighup_reload_replaces_every_worker_without_refusing_or_failing_a_request()
 
     std::thread::sleep(Duration::from_millis(300));
     signal(&cluster, Signal::SIGHUP);
-    wait_until("the reload to finish", Duration::from_secs(60), || {
+    let finished = wait_for(Duration::from_secs(90), || {
         logs.lock()
             .unwrap()
             .iter()
             .any(|l| l.contains("reload finished"))
     });
     done.store(true, std::sync::atomic::Ordering::Release);
+    assert!(
+        finished,
+        "the reload did not finish within 90 s; the cluster said:\n{}",
+        logs.lock().unwrap().join("\n")
+    );
+    assert!(
+        !logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("reload stopped")),
+        "a new worker was refused; the cluster said:\n{}",
+        logs.lock().unwrap().join("\n")
+    );
     let mut total = 0;
     for c in clients {
         let (ok, failures) = c.join().unwrap();

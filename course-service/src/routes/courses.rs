@@ -21,6 +21,78 @@ use crate::store::{parse_id, Conditional, StoreError};
 use bytes::Bytes;
 use std::sync::Arc;
 
+/// The refusals every write can answer, documented once for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a type for the document only; handlers answer with `ApiError`
+enum WriteAuthRefusals {
+    #[response(
+        status = 401,
+        description = "No bearer token",
+        content_type = "application/problem+json"
+    )]
+    NoToken(Problem<'static>),
+    #[response(
+        status = 403,
+        description = "A wrong token, or writes are disabled on this server",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem<'static>),
+}
+
+/// The refusal of any operation that needs the database.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum DatabaseRefusal {
+    #[response(
+        status = 503,
+        description = "The database is unreachable",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem<'static>),
+}
+
+/// The refusals of a write to one existing course.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum OneCourseRefusals {
+    #[response(
+        status = 404,
+        description = "No such course",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem<'static>),
+    #[response(
+        status = 412,
+        description = "If-Match does not match the current version",
+        content_type = "application/problem+json"
+    )]
+    Stale(Problem<'static>),
+}
+
+/// The refusals of a course body.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum BodyRefusals {
+    #[response(
+        status = 413,
+        description = "A body over the size limit",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem<'static>),
+    #[response(
+        status = 415,
+        description = "A body that is not `application/json`",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem<'static>),
+    #[response(
+        status = 422,
+        description = "The course breaks a rule; every broken rule is listed",
+        content_type = "application/problem+json"
+    )]
+    Invalid(Problem<'static>),
+}
+
 const COLLECTION_PATH: &str = "/api/courses";
 
 /// A page of the listing.
@@ -208,8 +280,7 @@ fn unreachable(e: &LoadError, state: &AppState) -> bool {
             content_type = "application/problem+json"),
         (status = 404, description = "No such course", body = Problem,
             content_type = "application/problem+json"),
-        (status = 503, description = "The database is unreachable", body = Problem,
-            content_type = "application/problem+json"),
+        DatabaseRefusal,
     ),
 )]
 /// `GET /api/courses/{id}`: from the read model while it follows the database, else through
@@ -321,20 +392,11 @@ fn load_error(e: &LoadError, id: &str) -> ApiError {
             )),
         (status = 400, description = "A body that is not JSON", body = Problem,
             content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 403, description = "A wrong token, or writes are disabled on this server",
-            body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another course has this slug or title", body = Problem,
             content_type = "application/problem+json"),
-        (status = 413, description = "A body over the size limit", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 415, description = "A body that is not `application/json`", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "The course breaks a rule; every broken rule is listed",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unreachable", body = Problem,
-            content_type = "application/problem+json"),
+        WriteAuthRefusals,
+        DatabaseRefusal,
+        BodyRefusals,
     ),
 )]
 pub async fn create(
@@ -374,26 +436,15 @@ pub async fn create(
     responses(
         (status = 200, description = "Updated", body = Course,
             headers(("ETag" = String, description = "Its new version"))),
-        (status = 400, description = "Not a course id (24 hexadecimal digits)", body = Problem,
+        (status = 400, description = "Not a course id (24 hexadecimal digits), or a body that is not JSON",
+            body = Problem,
             content_type = "application/problem+json"),
-        (status = 404, description = "No such course", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 503, description = "The database is unreachable", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 403, description = "A wrong token, or writes are disabled on this server",
-            body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another course has this slug or title, or a concurrent update won",
             body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match the current version", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 413, description = "A body over the size limit", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 415, description = "A body that is not `application/json`", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "The course breaks a rule; every broken rule is listed",
-            body = Problem, content_type = "application/problem+json"),
+        WriteAuthRefusals,
+        OneCourseRefusals,
+        DatabaseRefusal,
+        BodyRefusals,
     ),
 )]
 /// `PUT`: replaces every writable field; a missing `slug` keeps the current one, so renaming
@@ -431,26 +482,15 @@ pub async fn replace(
     responses(
         (status = 200, description = "Updated", body = Course,
             headers(("ETag" = String, description = "Its new version"))),
-        (status = 400, description = "Not a course id (24 hexadecimal digits)", body = Problem,
+        (status = 400, description = "Not a course id (24 hexadecimal digits), or a body that is not JSON",
+            body = Problem,
             content_type = "application/problem+json"),
-        (status = 404, description = "No such course", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 503, description = "The database is unreachable", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 403, description = "A wrong token, or writes are disabled on this server",
-            body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another course has this slug or title, or a concurrent update won",
             body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match the current version", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 413, description = "A body over the size limit", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 415, description = "A body that is not `application/json`", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "The course breaks a rule; every broken rule is listed",
-            body = Problem, content_type = "application/problem+json"),
+        WriteAuthRefusals,
+        OneCourseRefusals,
+        DatabaseRefusal,
+        BodyRefusals,
     ),
 )]
 /// `PATCH`: changes only the fields present in the body.
@@ -518,16 +558,9 @@ async fn update(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Not a course id (24 hexadecimal digits)", body = Problem,
             content_type = "application/problem+json"),
-        (status = 404, description = "No such course", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 503, description = "The database is unreachable", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 403, description = "A wrong token, or writes are disabled on this server",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match the current version", body = Problem,
-            content_type = "application/problem+json"),
+        WriteAuthRefusals,
+        OneCourseRefusals,
+        DatabaseRefusal,
     ),
 )]
 pub async fn delete(
