@@ -182,6 +182,18 @@ async fn the_status_page_shows_the_admin_view_and_follows_a_state_change() {
     );
     let reload = browser.texts("#reloads .result").await;
     assert!(reload[0].starts_with("ok: "), "{reload:?}");
+    // The certificate's row says when it expires.
+    let files = browser.texts("#reloads td:first-child").await;
+    let tls = &view["tls"];
+    assert_eq!(
+        files[1],
+        format!(
+            "{} (expires {})",
+            tls["cert"].as_str().unwrap(),
+            tls["not_after"].as_str().unwrap()
+        ),
+        "{files:?}"
+    );
     // The second refresh has a rate: the 20 requests above are behind it, and more now.
     for _ in 0..5 {
         http.get(format!("http://{}/api/courses", proxy.http))

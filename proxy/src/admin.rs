@@ -39,6 +39,8 @@ struct UpstreamsView {
 struct TlsView {
     cert: String,
     key: String,
+    /// When the served certificate expires (RFC 3339).
+    not_after: String,
     last_reload: ReloadStatus,
 }
 
@@ -272,6 +274,7 @@ fn upstreams(proxy: &Proxy, reloader: &Reloader) -> UpstreamsView {
         tls: reloader.certificates().map(|c| TlsView {
             cert: c.files().cert.display().to_string(),
             key: c.files().key.display().to_string(),
+            not_after: c.not_after(),
             last_reload: c.last(),
         }),
     }

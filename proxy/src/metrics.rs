@@ -362,6 +362,20 @@ impl Metrics {
         }
     }
 
+    /// `tls_certificate_not_after_seconds`, registered when there is an https listener (a
+    /// proxy without one has no certificate to expire).
+    pub fn tls_certificate_not_after(&self) -> IntGauge {
+        let gauge = IntGauge::new(
+            "tls_certificate_not_after_seconds",
+            "When the https listener's certificate expires, Unix time",
+        )
+        .expect("valid");
+        self.registry
+            .register(Box::new(gauge.clone()))
+            .expect("registered once");
+        gauge
+    }
+
     /// Handles for one endpoint of one pool.
     pub fn endpoint(&self, pool: &str, endpoint: &str) -> EndpointMetrics {
         // Every series an alert or a dashboard reads exists from the start, at 0: `rate`

@@ -147,8 +147,11 @@ async fn run_control(
     let https = match config.listen.https {
         Some(addr) => {
             let socket = listen("https", addr, "listen.https", backlog)?;
-            let (tls_config, certs) =
-                tls::server_config(&config.tls, metrics.tls_certificate_reloads.clone())?;
+            let (tls_config, certs) = tls::server_config(
+                &config.tls,
+                metrics.tls_certificate_reloads.clone(),
+                metrics.tls_certificate_not_after(),
+            )?;
             certificates = Some(certs);
             Some((socket, TlsAcceptor::from(tls_config)))
         }

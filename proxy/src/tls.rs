@@ -1,13 +1,14 @@
 //! TLS for the https listener: rustls (TLS 1.2 and 1.3, its safe defaults, the `ring`
 //! provider), ALPN `h2` then `http/1.1`, certificate chain and key from PEM files. With
 //! `self_signed = true` and no files present, a development pair for `localhost`/`127.0.0.1`
-//! is generated (rcgen) and written there, so the next start reuses it.
+//! is generated (rcgen) and written there, so the next start reuses it. When the served
+//! certificate expires (its `notAfter`, read with x509-parser) is exported and logged.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, IntGauge};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -29,6 +30,8 @@ pub struct Certificates {
     last: Mutex<ReloadStatus>,
     /// `tls_certificate_reloads_total{result}`.
     reloads: IntCounterVec,
+    /// `tls_certificate_not_after_seconds`: when the served certificate expires.
+    not_after: IntGauge,
 }
 
 impl std::fmt::Debug for Certificates {
@@ -55,6 +58,20 @@ impl Certificates {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// When the served certificate expires (RFC 3339).
+    pub fn not_after(&self) -> String {
+        let secs = u64::try_from(self.not_after.get()).unwrap_or(0);
+        humantime::format_rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            .to_string()
+    }
+
+    /// Serves `pair` from the next handshake on, and says when it expires.
+    fn serve(&self, pair: Served) {
+        self.current.store(Arc::new(pair.key));
+        self.not_after.set(pair.not_after);
+        warn_if_expiring(&self.files, pair.not_after);
+    }
+
     /// Loads the pair again and swaps it in if it is valid and changed; an invalid pair
     /// changes nothing and is reported (logged, counted, kept for `/admin/upstreams`), like
     /// an invalid `upstreams.toml`.
@@ -65,7 +82,7 @@ impl Certificates {
                 return Ok(UNCHANGED.to_string());
             }
             let pair = certified_key(&self.files, &cert, &key, &self.provider)?;
-            self.current.store(Arc::new(pair));
+            self.serve(pair);
             *loaded = (cert, key);
             Ok(format!("loaded {}", self.files.cert.display()))
         });
@@ -102,6 +119,7 @@ impl Certificates {
 pub fn server_config(
     tls: &Tls,
     reloads: IntCounterVec,
+    not_after: IntGauge,
 ) -> Result<(Arc<ServerConfig>, Arc<Certificates>), String> {
     if tls.self_signed && !tls.cert.exists() && !tls.key.exists() {
         generate_self_signed(&tls.cert, &tls.key)?;
@@ -113,7 +131,7 @@ pub fn server_config(
     let certificates = Arc::new(Certificates {
         files: tls.clone(),
         provider: provider.clone(),
-        current: ArcSwap::from_pointee(pair),
+        current: ArcSwap::from_pointee(pair.key.clone()),
         loaded: Mutex::new((cert, key)),
         last: Mutex::new(ReloadStatus {
             at: now_rfc3339(),
@@ -122,7 +140,9 @@ pub fn server_config(
             message: format!("loaded {}", tls.cert.display()),
         }),
         reloads,
+        not_after,
     });
+    certificates.serve(pair);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
@@ -142,13 +162,36 @@ fn read_pair(tls: &Tls) -> Result<(Vec<u8>, Vec<u8>), String> {
     ))
 }
 
+/// A certified key ready to serve, and when its certificate expires.
+struct Served {
+    key: CertifiedKey,
+    /// `notAfter` of the leaf certificate, Unix seconds.
+    not_after: i64,
+}
+
+/// Within this of its expiry, a loaded certificate is logged as a warning (the alert rule
+/// `ProxyCertificateExpiresSoon` uses the same margin).
+const EXPIRY_WARNING: i64 = 14 * 24 * 3600;
+
+fn warn_if_expiring(tls: &Tls, not_after: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let days = (not_after - now) / 86_400;
+    if not_after <= now {
+        tracing::error!(cert = %tls.cert.display(), "the TLS certificate has expired: clients will refuse it");
+    } else if not_after - now < EXPIRY_WARNING {
+        tracing::warn!(cert = %tls.cert.display(), days, "the TLS certificate expires soon");
+    }
+}
+
 /// The chain and key from PEM text, checked to belong together.
 fn certified_key(
     tls: &Tls,
     cert: &[u8],
     key: &[u8],
     provider: &CryptoProvider,
-) -> Result<CertifiedKey, String> {
+) -> Result<Served, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<_, _>>()
         .map_err(|e| {
@@ -162,14 +205,22 @@ fn certified_key(
     }
     let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| format!("{}: cannot read the private key: {e}", tls.key.display()))?;
-    CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| {
+        format!(
+            "{}: the first certificate is not X.509: {e}",
+            tls.cert.display()
+        )
+    })?;
+    let not_after = leaf.validity().not_after.timestamp();
+    let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => format!(
             "{} and {}: the certificate and key do not match ({e})",
             tls.cert.display(),
             tls.key.display()
         ),
         e => format!("{}: cannot use the private key: {e}", tls.key.display()),
-    })
+    })?;
+    Ok(Served { key, not_after })
 }
 
 /// A TLS version as the access log names it.
@@ -210,6 +261,22 @@ mod tests {
         IntCounterVec::new(prometheus::Opts::new("reloads", "test"), &["result"]).unwrap()
     }
 
+    fn expiry() -> IntGauge {
+        IntGauge::new("not_after", "test").unwrap()
+    }
+
+    /// Writes a self-signed pair for localhost that expires at the start of `day`
+    /// (year, month, day).
+    fn write_pair(tls: &Tls, day: (i32, u8, u8)) {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(day.0, day.1, day.2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::create_dir_all(tls.cert.parent().unwrap()).unwrap();
+        std::fs::write(&tls.cert, cert.pem()).unwrap();
+        std::fs::write(&tls.key, key.serialize_pem()).unwrap();
+    }
+
     #[test]
     fn a_self_signed_pair_is_generated_once_and_reused() {
         let dir = std::env::temp_dir().join(format!("mc-tls-{}", std::process::id()));
@@ -218,10 +285,10 @@ mod tests {
             key: dir.join("certs/proxy-key.pem"),
             self_signed: true,
         };
-        let first = server_config(&tls, reloads()).unwrap().0;
+        let first = server_config(&tls, reloads(), expiry()).unwrap().0;
         assert_eq!(first.alpn_protocols[0], b"h2");
         let pem = std::fs::read(&tls.cert).unwrap();
-        server_config(&tls, reloads()).unwrap();
+        server_config(&tls, reloads(), expiry()).unwrap();
         assert_eq!(std::fs::read(&tls.cert).unwrap(), pem, "regenerated");
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -233,7 +300,7 @@ mod tests {
             key: "/nonexistent/key.pem".into(),
             self_signed: false,
         };
-        let err = server_config(&tls, reloads()).unwrap_err();
+        let err = server_config(&tls, reloads(), expiry()).unwrap_err();
         assert!(err.contains("/nonexistent/proxy.pem"), "{err}");
     }
 
@@ -245,7 +312,7 @@ mod tests {
             key: dir.join("proxy-key.pem"),
             self_signed: true,
         };
-        let (_, certs) = server_config(&tls, reloads()).unwrap();
+        let (_, certs) = server_config(&tls, reloads(), expiry()).unwrap();
         let first = certs.current.load_full();
         assert_eq!(certs.reload("file").unwrap(), UNCHANGED);
 
@@ -273,6 +340,35 @@ mod tests {
         std::fs::write(&tls.key, "not a key").unwrap();
         let err = certs.reload("admin").unwrap_err();
         assert!(err.contains("proxy-key.pem"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_served_certificates_expiry_is_exported_and_follows_a_reload() {
+        let dir = std::env::temp_dir().join(format!("mc-tls-expiry-{}", std::process::id()));
+        let tls = Tls {
+            cert: dir.join("proxy.pem"),
+            key: dir.join("proxy-key.pem"),
+            self_signed: false,
+        };
+        write_pair(&tls, (2031, 1, 2));
+        let (_, certs) = server_config(&tls, reloads(), expiry()).unwrap();
+        // 2031-01-02T00:00:00Z
+        assert_eq!(certs.not_after.get(), 1_925_078_400);
+        assert_eq!(certs.not_after(), "2031-01-02T00:00:00Z");
+
+        write_pair(&tls, (2032, 6, 30));
+        certs.reload("sighup").unwrap();
+        assert_eq!(certs.not_after(), "2032-06-30T00:00:00Z");
+
+        // A refused pair leaves the served one's expiry.
+        std::fs::write(
+            &tls.cert,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(certs.reload("file").is_err());
+        assert_eq!(certs.not_after(), "2032-06-30T00:00:00Z");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

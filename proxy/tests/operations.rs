@@ -295,6 +295,20 @@ async fn a_new_certificate_is_served_without_a_restart_and_a_bad_one_is_refused(
     );
     assert_eq!(status(&mut open).await, 200, "the open connection was cut");
     assert_eq!(tls_status(&p).await["ok"], true);
+    // Its expiry, in the admin view and as a metric.
+    let not_after = p.admin_json("/admin/upstreams").await["tls"]["not_after"].clone();
+    let expires = humantime::parse_rfc3339(not_after.as_str().expect("tls.not_after"))
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let metrics = p.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "proxy_tls_certificate_not_after_seconds {expires}\n"
+        )),
+        "{not_after} {metrics}"
+    );
 
     // A key that is not a key: refused, reported, and the second pair goes on serving.
     replace(
