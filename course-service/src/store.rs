@@ -70,6 +70,9 @@ pub enum Conditional<T> {
 /// How often the driver checks the server (see `connect`).
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// The longest the server holds an idle change stream's `getMore` before answering.
+pub const STREAM_AWAIT: Duration = Duration::from_millis(500);
+
 /// Builds the driver client: short server-selection and connect timeouts (a dead database is
 /// a quick 503), majority writes, retryable writes and reads.
 pub async fn connect(config: &Config) -> Result<Client, StoreError> {
@@ -178,7 +181,7 @@ impl CourseStore {
         self.db
             .collection::<mongodb::bson::Document>(COLLECTION)
             .watch()
-            .max_await_time(Duration::from_millis(500))
+            .max_await_time(STREAM_AWAIT)
             .await
             .map_err(|e| self.classify("watch", e))
     }
@@ -198,7 +201,7 @@ impl CourseStore {
             .watch()
             .full_document(FullDocumentType::UpdateLookup)
             .resume_after(resume)
-            .max_await_time(Duration::from_millis(500))
+            .max_await_time(STREAM_AWAIT)
             .await;
         let reached = match &stream {
             Ok(_) => true,
@@ -206,6 +209,24 @@ impl CourseStore {
         };
         self.metrics.database_up.set(i64::from(reached));
         stream
+    }
+
+    /// How long a change stream (or the read model's load) may wait for the database's next
+    /// answer. The server answers an idle change stream's `getMore` after [`STREAM_AWAIT`],
+    /// so silence longer than that plus the operation timeout means the database cannot be
+    /// reached, even though no connection was refused or reset: a network partition drops
+    /// packets, and TCP alone would wait a quarter of an hour to say so.
+    pub fn silence_limit(&self) -> Duration {
+        STREAM_AWAIT + self.op_timeout
+    }
+
+    /// Records that the database went silent past [`Self::silence_limit`].
+    pub fn report_silence(&self, op: &'static str) {
+        self.metrics
+            .db_errors
+            .with_label_values(&[op, "timeout"])
+            .inc();
+        self.metrics.database_up.set(0);
     }
 
     /// Every course, in no particular order (the read model's load: a sort would only cost

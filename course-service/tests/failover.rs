@@ -210,3 +210,84 @@ async fn a_database_crash_during_writes_loses_no_acknowledged_write_and_never_an
     assert!(stored.len() <= answers.len(), "more courses than writes");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `name value` of an unlabelled series in a Prometheus text.
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(' ')
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_from_the_database_takes_reads_off_the_model_until_it_heals() {
+    use std::time::Duration;
+    let server = MongoServer::start();
+    let app = TestApp::builder()
+        .uri(server.uri())
+        .server_selection_timeout(Duration::from_secs(1))
+        .spawn()
+        .await;
+    app.create(course(1)).await;
+    let res = app.get("/api/courses").await;
+    assert_eq!(res.headers()["x-cache"], "MODEL");
+    // No request may hang on the partition: each has 30 s to be answered.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let get = |path: &'static str| {
+        let (http, url) = (http.clone(), app.url(path));
+        async move { http.get(url).send().await.expect("answered, not hung") }
+    };
+
+    let partition = shared::testbed::Partition::cut(server.port);
+    // Silence on the change stream is noticed: reads stop claiming the model is current.
+    // What they get instead is the model's content marked STALE, or a 503.
+    support::wait_until_async("reads off the model", Duration::from_secs(30), || async {
+        let res = get("/api/courses").await;
+        res.headers().get("x-cache").is_none_or(|v| v != "MODEL")
+    })
+    .await;
+    let res = get("/api/courses").await;
+    let status = res.status().as_u16();
+    let source = res.headers().get("x-cache").cloned();
+    assert!(
+        (status == 200 && source.as_ref().is_some_and(|v| v == "STALE")) || status == 503,
+        "{status} {source:?}"
+    );
+    let metrics = get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        gauge(&metrics, "course_service_read_model_following"),
+        Some(0.0)
+    );
+    assert_eq!(gauge(&metrics, "course_service_database_up"), Some(0.0));
+    assert_eq!(get("/readyz").await.status(), 503);
+    let refused = http
+        .post(app.url("/api/courses"))
+        .bearer_auth(support::TOKEN)
+        .json(&course(2))
+        .send()
+        .await
+        .expect("a write answered, not hung");
+    assert_eq!(refused.status(), 503);
+
+    drop(partition);
+    // Healed: the model follows again, and a write is read back from it.
+    support::wait_until_async(
+        "reads from the model again",
+        Duration::from_secs(60),
+        || async {
+            let res = get("/api/courses").await;
+            res.headers().get("x-cache").is_some_and(|v| v == "MODEL")
+        },
+    )
+    .await;
+    let created = app.create(course(3)).await;
+    let listed = app.get_json("/api/courses?per_page=100").await;
+    assert!(
+        support::titles(&listed).contains(&created["title"].as_str().unwrap().to_string()),
+        "{listed}"
+    );
+}

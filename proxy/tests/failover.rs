@@ -1,4 +1,4 @@
-//! Upstreams that die, hang, or fail every request, under a stream of concurrent GETs:
+//! Upstreams that die, hang, are cut off by a network partition, or fail every request, under a stream of concurrent GETs:
 //! retries keep clients from seeing the failures, the endpoint is ejected (or marked down by
 //! its health checks), and it is re-admitted when it recovers. Waits are on conditions with
 //! deadlines; all load is bounded.
@@ -123,6 +123,65 @@ async fn a_hung_upstream_delays_no_request_past_one_retry() {
     // timeout, never a hang.
     assert!(max < per_try * 4, "a request waited {max:?}");
     eprintln!("hang: slowest request {max:?} with per_try {per_try:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_upstream_costs_no_request_and_is_readmitted_when_it_heals() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::start("c").await;
+    let per_try = Duration::from_millis(300);
+    let p = proxy()
+        .upstreams_toml(&resilient_pool_toml(
+            "round-robin",
+            &[a.addr, b.addr, c.addr],
+        ))
+        .proxy_toml("[timeouts]\nconnect = \"200ms\"\nper_try = \"300ms\"")
+        .start()
+        .await;
+    let traffic = BackgroundLoad::start(p.url("/"), 4, 50_000, Duration::from_secs(60));
+    eventually("traffic to reach c", Duration::from_secs(5), || async {
+        c.hits() > 10
+    })
+    .await;
+
+    // Packets to and from c vanish: its pooled connections go silent and new connects get
+    // no answer at all (no refusal, no reset), unlike a dead or hung process.
+    let partition = shared::testbed::Partition::cut(c.addr.port());
+    eventually("c to be taken out", Duration::from_secs(5), || async {
+        p.endpoint_view(c.addr).await["state"] != "healthy"
+    })
+    .await;
+    eventually(
+        "traffic to flow around c",
+        Duration::from_secs(5),
+        || async { a.hits() + b.hits() > 200 },
+    )
+    .await;
+
+    drop(partition);
+    eventually("c to be re-admitted", Duration::from_secs(10), || async {
+        p.endpoint_view(c.addr).await["state"] == "healthy"
+    })
+    .await;
+    let healed = c.hits();
+    eventually(
+        "c to receive traffic again",
+        Duration::from_secs(5),
+        || async { c.hits() > healed + 10 },
+    )
+    .await;
+    let max = traffic.max_latency();
+    let results = traffic.finish().await;
+    assert!(
+        failed(&results).is_empty(),
+        "clients saw failures: {:?}",
+        &failed(&results)[..1]
+    );
+    // A silent try costs at most a connect or per-try timeout, then another endpoint
+    // answers: never the 30 s request timeout.
+    assert!(max < per_try * 4, "a request waited {max:?}");
+    eprintln!("partition: slowest request {max:?} with per_try {per_try:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

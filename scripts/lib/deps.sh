@@ -126,6 +126,12 @@ ensure_promtool() {
   invoke-rc.d prometheus stop >/dev/null 2>&1 || true
 }
 
+# ensure_nftables: nft, with which the partition tests drop every packet to and from a
+# loopback port (a table of their own, deleted when each test ends; needs root).
+ensure_nftables() {
+  ensure_apt nft nftables
+}
+
 # ensure_schemathesis: schemathesis in ./.venv, the API fuzzer conformance/api runs against
 # the OpenAPI document. Pinned, so a fresh machine generates what CI generated.
 SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"

@@ -1,5 +1,5 @@
 //! What the tests and the bench harness need to start real processes: free loopback ports
-//! for them to bind, and the workspace's binaries.
+//! for them to bind, the workspace's binaries, and a network partition to cut one off.
 //!
 //! Ports: asking the kernel (`bind 127.0.0.1:0`) hands out a port from the ephemeral range,
 //! the range `connect()` also draws client ports from. Between closing that probe and the
@@ -100,6 +100,60 @@ pub fn workspace_bin(package: &str) -> PathBuf {
         assert!(status.success(), "cannot build {package}");
     }
     bin
+}
+
+/// A network partition between this host's processes and a loopback port: every packet to
+/// or from it is dropped (nothing is refused or reset; packets vanish, as on a cut link).
+/// An nftables table of its own, deleted when this is dropped, however the test ends. Needs
+/// root and `nft` (apt `nftables`; `scripts/test` installs it).
+pub struct Partition {
+    table: String,
+}
+
+impl Partition {
+    /// # Panics
+    /// If `nft` cannot add the table (not root, `nft` missing).
+    pub fn cut(port: u16) -> Partition {
+        let table = format!("mc_partition_{}_{port}", std::process::id());
+        let rules = format!(
+            "table inet {table} {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n    \
+             tcp dport {port} drop\n    tcp sport {port} drop\n  }}\n}}\n"
+        );
+        nft(&["-f", "-"], Some(&rules));
+        Partition { table }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        nft(&["delete", "table", "inet", &self.table], None);
+    }
+}
+
+/// Runs `nft args` (with `stdin`), failing the test with nft's words if it fails.
+fn nft(args: &[&str], stdin: Option<&str>) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft runs (apt nftables)");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() || std::thread::panicking(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[cfg(test)]

@@ -378,7 +378,18 @@ impl CatalogCache {
     async fn follow_change_stream(self, store: CourseStore) {
         let mut backoff = Backoff::new();
         loop {
-            match store.watch().await {
+            let silence = store.silence_limit();
+            let opened = tokio::time::timeout(silence, store.watch()).await;
+            let Ok(opened) = opened else {
+                store.report_silence("watch");
+                backoff.report(
+                    &format!("no answer from the database in {silence:?}"),
+                    "cannot follow catalogue changes",
+                );
+                backoff.wait().await;
+                continue;
+            };
+            match opened {
                 Ok(mut stream) => {
                     // Anything cached before the stream was open may have missed a write.
                     self.invalidate().await;
@@ -386,11 +397,17 @@ impl CatalogCache {
                     tracing::info!("following catalogue changes; cache enabled");
                     backoff.reset();
                     loop {
-                        match stream.next_if_any().await {
-                            Ok(Some(_)) => self.invalidate().await,
-                            Ok(None) => {}
-                            Err(e) => {
+                        let next = tokio::time::timeout(silence, stream.next_if_any()).await;
+                        match next {
+                            Ok(Ok(Some(_))) => self.invalidate().await,
+                            Ok(Ok(None)) => {}
+                            Ok(Err(e)) => {
                                 tracing::warn!(error = %e, "change stream broke; cache bypassed until it is back");
+                                break;
+                            }
+                            Err(_) => {
+                                store.report_silence("watch");
+                                tracing::warn!(after = ?silence, "the database stopped answering the change stream; cache bypassed until it is back");
                                 break;
                             }
                         }

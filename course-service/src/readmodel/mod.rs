@@ -85,6 +85,8 @@ enum Ended {
     Reload(&'static str),
     /// A broken stream: reopen it after the last token.
     Broken(mongodb::error::Error),
+    /// The database said nothing for this long (a partition): reopen it after the last token.
+    Silent(Duration),
 }
 
 impl ReadModel {
@@ -241,9 +243,20 @@ impl ReadModel {
         let mut reason = "start";
         let mut backoff = Backoff::new();
         loop {
-            let mut stream = match store.follow(resume.clone()).await {
-                Ok(stream) => stream,
-                Err(e) => {
+            let silence = store.silence_limit();
+            let opened = tokio::time::timeout(silence, store.follow(resume.clone())).await;
+            let mut stream = match opened {
+                Ok(Ok(stream)) => stream,
+                Err(_) => {
+                    store.report_silence("watch");
+                    backoff.report(
+                        &format!("no answer from the database in {silence:?}"),
+                        "cannot open the change stream",
+                    );
+                    backoff.wait().await;
+                    continue;
+                }
+                Ok(Err(e)) => {
                     if resume.is_some() && needs_reload(&e) {
                         tracing::warn!(error = %e, "cannot resume the change stream; loading the catalogue again");
                         resume = None;
@@ -266,7 +279,9 @@ impl ReadModel {
                 resume = stream.resume_token();
             }
             backoff.reset();
-            let ended = self.apply_stream(&mut stream, &mut resume, &cache).await;
+            let ended = self
+                .apply_stream(&mut stream, &mut resume, &cache, silence)
+                .await;
             self.set_following(false, &cache);
             match ended {
                 Ended::Reload(why) => {
@@ -280,6 +295,13 @@ impl ReadModel {
                 Ended::Broken(e) => {
                     tracing::warn!(error = %e, "change stream broke; resuming after the last event")
                 }
+                Ended::Silent(after) => {
+                    store.report_silence("watch");
+                    tracing::warn!(
+                        ?after,
+                        "the database stopped answering the change stream; reads leave the model until it is back"
+                    );
+                }
             }
             backoff.wait().await;
         }
@@ -288,10 +310,26 @@ impl ReadModel {
     /// Reads every course into a new index and puts it in place of the old one.
     async fn load(&self, store: &CourseStore, reason: &'static str) -> Result<(), String> {
         let started = Instant::now();
-        let mut cursor = store.scan().await.map_err(|e| e.to_string())?;
+        // However long the whole load takes, each batch comes within the silence limit.
+        let silence = store.silence_limit();
+        let silent = || {
+            store.report_silence("scan");
+            format!("no answer from the database in {silence:?}")
+        };
+        let mut cursor = tokio::time::timeout(silence, store.scan())
+            .await
+            .map_err(|_| silent())?
+            .map_err(|e| e.to_string())?;
         let mut docs = Vec::new();
         let mut skipped = 0usize;
-        while cursor.advance().await.map_err(|e| e.to_string())? {
+        loop {
+            let more = match tokio::time::timeout(silence, cursor.advance()).await {
+                Ok(more) => more.map_err(|e| e.to_string())?,
+                Err(_) => return Err(silent()),
+            };
+            if !more {
+                break;
+            }
             match cursor.deserialize_current() {
                 Ok(doc) => docs.push(doc),
                 Err(_) => skipped += 1,
@@ -327,9 +365,13 @@ impl ReadModel {
         stream: &mut ChangeStream<ChangeStreamEvent<Document>>,
         resume: &mut Option<ResumeToken>,
         cache: &CatalogCache,
+        silence: Duration,
     ) -> Ended {
         loop {
-            match stream.next_if_any().await {
+            let Ok(next) = tokio::time::timeout(silence, stream.next_if_any()).await else {
+                return Ended::Silent(silence);
+            };
+            match next {
                 Ok(Some(event)) => {
                     if let Err(why) = self.apply(event) {
                         return Ended::Reload(why);
