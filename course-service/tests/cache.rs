@@ -407,6 +407,23 @@ async fn with_redis_down_reads_and_writes_go_on_and_caching_resumes_when_it_is_b
 
 #[tokio::test]
 async fn with_redis_hung_reads_go_to_the_database_and_caching_resumes_when_it_thaws() {
+    reads_go_on_while_redis_is_silent(Silence::Frozen).await;
+}
+
+#[tokio::test]
+async fn with_redis_cut_off_by_a_partition_reads_go_on_and_caching_resumes_when_it_heals() {
+    reads_go_on_while_redis_is_silent(Silence::Partitioned).await;
+}
+
+/// How Redis stops answering.
+enum Silence {
+    /// SIGSTOP: the kernel still accepts connections and takes the bytes.
+    Frozen,
+    /// Every packet dropped: connects get no answer at all.
+    Partitioned,
+}
+
+async fn reads_go_on_while_redis_is_silent(how: Silence) {
     let redis = RedisServer::start();
     let app = TestApp::builder()
         .without_read_model()
@@ -416,7 +433,13 @@ async fn with_redis_hung_reads_go_to_the_database_and_caching_resumes_when_it_th
     app.create(course(1)).await;
     app.wait_cache_ready().await;
 
-    redis.freeze(true);
+    let partition = match how {
+        Silence::Frozen => {
+            redis.freeze(true);
+            None
+        }
+        Silence::Partitioned => Some(shared::testbed::Partition::cut(redis.port)),
+    };
     // Connections stay open but nothing answers: the follower's ping notices.
     wait_until_async(
         "reads to bypass the cache",
@@ -431,7 +454,10 @@ async fn with_redis_hung_reads_go_to_the_database_and_caching_resumes_when_it_th
     app.create(course(2)).await;
     assert_eq!(titles(&app.get_json("/api/courses").await).len(), 2);
 
-    redis.freeze(false);
+    match partition {
+        None => redis.freeze(false),
+        Some(cut) => drop(cut),
+    }
     wait_until_async("caching to resume", Duration::from_secs(20), || async {
         let res = app.get("/api/courses").await;
         res.status() == 200 && res.headers()["x-cache"] == "HIT"
