@@ -229,6 +229,7 @@ async fn run(
     if wanted(Scenario::Failover) {
         add(scenarios::failover(opts, Failure::Kill, &progress).await);
         add(scenarios::failover(opts, Failure::Hang, &progress).await);
+        add(scenarios::failover(opts, Failure::Partition, &progress).await);
     }
     if wanted(Scenario::Reload) {
         add(scenarios::reload(opts, &progress).await);

@@ -5,7 +5,8 @@
 //! gets SIGTERM, SIGINT or SIGHUP (a `timeout` around `scripts/bench`, Ctrl-C, a closed
 //! terminal), [`on_signals`] sends SIGTERM to every registered group, SIGKILL to what is
 //! left after a grace period, and exits. (SIGKILL of the harness itself cannot be caught;
-//! nothing can clean up after that.)
+//! nothing can clean up after that.) The network partitions a scenario makes (nftables
+//! tables, [`track_table`]) are deleted too, so no port stays cut off.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -31,6 +32,25 @@ pub fn untrack(pid: u32) {
         .retain(|p| *p != pid);
 }
 
+/// nftables tables (family `inet`) made and not yet deleted.
+static TABLES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Registers an nftables table to delete should the harness be interrupted.
+pub fn track_table(name: &str) {
+    TABLES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(name.to_string());
+}
+
+/// The table `name` has been deleted.
+pub fn untrack_table(name: &str) {
+    TABLES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|t| t != name);
+}
+
 /// Waits for SIGTERM, SIGINT or SIGHUP, stops every registered group and exits with
 /// 128 + the signal's number. Spawn it once, first thing.
 pub async fn on_signals() {
@@ -52,8 +72,12 @@ pub async fn on_signals() {
     std::process::exit(code);
 }
 
-/// SIGTERM to every registered group, then SIGKILL to any still there after [`GRACE`].
+/// Deletes every registered table; SIGTERM to every registered group, then SIGKILL to any
+/// still there after [`GRACE`].
 pub fn stop_all() {
+    for table in std::mem::take(&mut *TABLES.lock().unwrap_or_else(|p| p.into_inner())) {
+        let _ = shared::testbed::nft(&["delete", "table", "inet", &table], None);
+    }
     let groups: Vec<u32> = LIVE.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if groups.is_empty() {
         return;

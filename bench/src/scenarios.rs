@@ -307,6 +307,26 @@ pub enum Failure {
     Kill,
     /// SIGSTOPped at 30 % (the kernel still accepts, nothing answers), SIGCONTed at 70 %.
     Hang,
+    /// Cut off by a network partition at 30 % (every packet to and from its port dropped:
+    /// connects get no answer at all), healed at 70 %. Needs root and `nft`.
+    Partition,
+}
+
+/// A partition the harness made, deleted (and forgotten by the reaper) when dropped.
+struct Cut(shared::testbed::Partition);
+
+impl Cut {
+    fn new(port: u16) -> Result<Cut, String> {
+        let cut = shared::testbed::Partition::try_cut(port)?;
+        crate::reaper::track_table(cut.table());
+        Ok(Cut(cut))
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        crate::reaper::untrack_table(self.0.table());
+    }
 }
 
 /// Three 1 ms upstreams at 2000 req/s open-loop; one fails mid-run and recovers.
@@ -316,7 +336,15 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
     let scenario = match failure {
         Failure::Kill => "failover-kill",
         Failure::Hang => "failover-hang",
+        Failure::Partition => "failover-partition",
     };
+    if matches!(failure, Failure::Partition) {
+        // Can this machine cut a port off at all (root, nft)?
+        if let Err(e) = Cut::new(shared::testbed::free_port()) {
+            outcome.skipped.push(format!("{scenario}: {e}"));
+            return outcome;
+        }
+    }
     let starters = systems(opts, Tuning::Failover, &mut outcome);
     for (label, start) in starters {
         let ups: Result<Vec<UpstreamProcess>, String> = (1..=3)
@@ -340,6 +368,9 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
         };
         progress(&format!("{scenario}: {}", system.name));
         let (fail, recover) = (victim.clone(), victim.clone());
+        let port = addrs[2].port();
+        let cut: Arc<std::sync::Mutex<Option<Cut>>> = Arc::default();
+        let (cutting, healing) = (cut.clone(), cut.clone());
         // Signals and process starts block briefly: off the runtime's threads.
         let events: Vec<(Duration, Box<dyn FnOnce() + Send>)> = vec![
             (
@@ -350,6 +381,12 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
                         match failure {
                             Failure::Kill => u.kill(),
                             Failure::Hang => u.freeze(true),
+                            Failure::Partition => match Cut::new(port) {
+                                Ok(c) => {
+                                    *cutting.lock().unwrap_or_else(|p| p.into_inner()) = Some(c)
+                                }
+                                Err(e) => eprintln!("bench: {e}"),
+                            },
                         }
                     });
                 }),
@@ -364,12 +401,17 @@ pub async fn failover(opts: &Options, failure: Failure, progress: &dyn Fn(&str))
                                 let _ = u.restart();
                             }
                             Failure::Hang => u.freeze(false),
+                            Failure::Partition => {
+                                healing.lock().unwrap_or_else(|p| p.into_inner()).take();
+                            }
                         }
                     });
                 }),
             ),
         ];
         let row = measure(scenario, &Target::of(&system), rate, opts.duration, events).await;
+        // Healed however the run ended.
+        cut.lock().unwrap_or_else(|p| p.into_inner()).take();
         outcome.rows.push(row);
     }
     outcome

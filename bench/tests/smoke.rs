@@ -44,7 +44,7 @@ async fn slow_upstream_runs_and_reports_every_algorithm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_scenarios_run_with_their_failures() {
-    for failure in [Failure::Kill, Failure::Hang] {
+    for failure in [Failure::Kill, Failure::Hang, Failure::Partition] {
         let outcome = scenarios::failover(&options(), failure, &|_| {}).await;
         assert_eq!(
             ours(&outcome).len(),

@@ -114,46 +114,63 @@ impl Partition {
     /// # Panics
     /// If `nft` cannot add the table (not root, `nft` missing).
     pub fn cut(port: u16) -> Partition {
+        Partition::try_cut(port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Cuts `port` off, or says why it cannot (not root, `nft` missing).
+    pub fn try_cut(port: u16) -> Result<Partition, String> {
         let table = format!("mc_partition_{}_{port}", std::process::id());
         let rules = format!(
             "table inet {table} {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n    \
              tcp dport {port} drop\n    tcp sport {port} drop\n  }}\n}}\n"
         );
-        nft(&["-f", "-"], Some(&rules));
-        Partition { table }
+        nft(&["-f", "-"], Some(&rules))?;
+        Ok(Partition { table })
+    }
+
+    /// The nftables table (family `inet`) holding the rules.
+    pub fn table(&self) -> &str {
+        &self.table
     }
 }
 
 impl Drop for Partition {
     fn drop(&mut self) {
-        nft(&["delete", "table", "inet", &self.table], None);
+        if let Err(e) = nft(&["delete", "table", "inet", &self.table], None) {
+            assert!(std::thread::panicking(), "{e}");
+        }
     }
 }
 
-/// Runs `nft args` (with `stdin`), failing the test with nft's words if it fails.
-fn nft(args: &[&str], stdin: Option<&str>) {
+/// Runs `nft args` (with `stdin`); nft's words when it fails.
+pub fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), String> {
     use std::io::Write;
     let mut child = std::process::Command::new("nft")
         .args(args)
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("nft runs (apt nftables)");
+        .map_err(|e| format!("cannot run nft (apt nftables): {e}"))?;
     if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        if let Some(mut input) = child.stdin.take() {
+            input
+                .write_all(text.as_bytes())
+                .map_err(|e| format!("nft {args:?}: {e}"))?;
+        }
     }
     drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() || std::thread::panicking(),
-        "nft {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("nft {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 #[cfg(test)]
