@@ -70,6 +70,16 @@ pub enum Conditional<T> {
 /// How often the driver checks the server (see `connect`).
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// The database said nothing for this long ([`CourseStore::unless_silent`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Silent(pub Duration);
+
+impl std::fmt::Display for Silent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer from the database in {:?}", self.0)
+    }
+}
+
 /// The longest the server holds an idle change stream's `getMore` before answering.
 pub const STREAM_AWAIT: Duration = Duration::from_millis(500);
 
@@ -211,22 +221,27 @@ impl CourseStore {
         stream
     }
 
-    /// How long a change stream (or the read model's load) may wait for the database's next
-    /// answer. The server answers an idle change stream's `getMore` after [`STREAM_AWAIT`],
-    /// so silence longer than that plus the operation timeout means the database cannot be
-    /// reached, even though no connection was refused or reset: a network partition drops
-    /// packets, and TCP alone would wait a quarter of an hour to say so.
-    pub fn silence_limit(&self) -> Duration {
-        STREAM_AWAIT + self.op_timeout
-    }
-
-    /// Records that the database went silent past [`Self::silence_limit`].
-    pub fn report_silence(&self, op: &'static str) {
-        self.metrics
-            .db_errors
-            .with_label_values(&[op, "timeout"])
-            .inc();
-        self.metrics.database_up.set(0);
+    /// `fut` (a change stream's next batch, or one of the read model's load), unless the
+    /// database stays silent past the limit: the server answers an idle change stream's
+    /// `getMore` after [`STREAM_AWAIT`], so silence longer than that plus the operation
+    /// timeout means the database cannot be reached, even though no connection was refused
+    /// or reset. A network partition drops packets, and TCP alone would wait a quarter of an
+    /// hour to say so. The silence is counted as a timeout of `op` and marks the database
+    /// down.
+    pub async fn unless_silent<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, Silent> {
+        let limit = STREAM_AWAIT + self.op_timeout;
+        tokio::time::timeout(limit, fut).await.map_err(|_| {
+            self.metrics
+                .db_errors
+                .with_label_values(&[op, "timeout"])
+                .inc();
+            self.metrics.database_up.set(0);
+            Silent(limit)
+        })
     }
 
     /// Every course, in no particular order (the read model's load: a sort would only cost

@@ -7,14 +7,19 @@ mod support;
 
 use std::time::Duration;
 
-use support::{eventually, http_client, proxy, resilient_pool_toml, BackgroundLoad, Upstream};
+use support::{
+    eventually, http_client, proxy, resilient_pool_toml, BackgroundLoad, ProxyProcess, Upstream,
+};
 
 fn failed(results: &[(u16, String)]) -> Vec<&(u16, String)> {
     results.iter().filter(|(s, _)| *s != 200).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_upstream_costs_no_request_and_is_readmitted_after_restart() {
+/// Three upstreams behind a proxy (a resilient round-robin pool, plus `proxy_toml`), and a
+/// bounded stream of concurrent GETs through it that has reached the third.
+async fn three_under_load(
+    proxy_toml: &str,
+) -> (Upstream, Upstream, Upstream, ProxyProcess, BackgroundLoad) {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let c = Upstream::start("c").await;
@@ -23,6 +28,7 @@ async fn a_killed_upstream_costs_no_request_and_is_readmitted_after_restart() {
             "round-robin",
             &[a.addr, b.addr, c.addr],
         ))
+        .proxy_toml(proxy_toml)
         .start()
         .await;
     let traffic = BackgroundLoad::start(p.url("/"), 4, 50_000, Duration::from_secs(60));
@@ -30,6 +36,27 @@ async fn a_killed_upstream_costs_no_request_and_is_readmitted_after_restart() {
         c.hits() > 10
     })
     .await;
+    (a, b, c, p, traffic)
+}
+
+/// Ends `traffic` and checks what its clients saw: no failure, and no request slower than
+/// one timed-out try (`per_try`, or a connect timeout under it) and its retry elsewhere; never
+/// the 30 s request timeout, never a hang.
+async fn no_failure_and_one_retry_at_most(what: &str, traffic: BackgroundLoad, per_try: Duration) {
+    let max = traffic.max_latency();
+    let results = traffic.finish().await;
+    assert!(
+        failed(&results).is_empty(),
+        "clients saw failures: {:?}",
+        &failed(&results)[..1]
+    );
+    assert!(max < per_try * 4, "a request waited {max:?}");
+    eprintln!("{what}: slowest request {max:?} with per_try {per_try:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_upstream_costs_no_request_and_is_readmitted_after_restart() {
+    let (_a, _b, c, p, traffic) = three_under_load("").await;
 
     let c_addr = c.kill();
     eventually("c to be taken out", Duration::from_secs(5), || async {
@@ -72,23 +99,8 @@ async fn a_killed_upstream_costs_no_request_and_is_readmitted_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_upstream_delays_no_request_past_one_retry() {
-    let a = Upstream::start("a").await;
-    let b = Upstream::start("b").await;
-    let c = Upstream::start("c").await;
     let per_try = Duration::from_millis(300);
-    let p = proxy()
-        .upstreams_toml(&resilient_pool_toml(
-            "round-robin",
-            &[a.addr, b.addr, c.addr],
-        ))
-        .proxy_toml("[timeouts]\nper_try = \"300ms\"")
-        .start()
-        .await;
-    let traffic = BackgroundLoad::start(p.url("/"), 4, 50_000, Duration::from_secs(60));
-    eventually("traffic to reach c", Duration::from_secs(5), || async {
-        c.hits() > 10
-    })
-    .await;
+    let (a, b, c, p, traffic) = three_under_load("[timeouts]\nper_try = \"300ms\"").await;
 
     c.set_hang(true);
     eventually("c to be taken out", Duration::from_secs(5), || async {
@@ -112,38 +124,14 @@ async fn a_hung_upstream_delays_no_request_past_one_retry() {
         p.endpoint_view(c.addr).await["state"] == "healthy"
     })
     .await;
-    let max = traffic.max_latency();
-    let results = traffic.finish().await;
-    assert!(
-        failed(&results).is_empty(),
-        "clients saw failures: {:?}",
-        &failed(&results)[..1]
-    );
-    // One try timed out, the retry on another endpoint answered: never the 30 s request
-    // timeout, never a hang.
-    assert!(max < per_try * 4, "a request waited {max:?}");
-    eprintln!("hang: slowest request {max:?} with per_try {per_try:?}");
+    no_failure_and_one_retry_at_most("hang", traffic, per_try).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_upstream_costs_no_request_and_is_readmitted_when_it_heals() {
-    let a = Upstream::start("a").await;
-    let b = Upstream::start("b").await;
-    let c = Upstream::start("c").await;
     let per_try = Duration::from_millis(300);
-    let p = proxy()
-        .upstreams_toml(&resilient_pool_toml(
-            "round-robin",
-            &[a.addr, b.addr, c.addr],
-        ))
-        .proxy_toml("[timeouts]\nconnect = \"200ms\"\nper_try = \"300ms\"")
-        .start()
-        .await;
-    let traffic = BackgroundLoad::start(p.url("/"), 4, 50_000, Duration::from_secs(60));
-    eventually("traffic to reach c", Duration::from_secs(5), || async {
-        c.hits() > 10
-    })
-    .await;
+    let (a, b, c, p, traffic) =
+        three_under_load("[timeouts]\nconnect = \"200ms\"\nper_try = \"300ms\"").await;
 
     // Packets to and from c vanish: its pooled connections go silent and new connects get
     // no answer at all (no refusal, no reset), unlike a dead or hung process.
@@ -171,17 +159,7 @@ async fn a_partitioned_upstream_costs_no_request_and_is_readmitted_when_it_heals
         || async { c.hits() > healed + 10 },
     )
     .await;
-    let max = traffic.max_latency();
-    let results = traffic.finish().await;
-    assert!(
-        failed(&results).is_empty(),
-        "clients saw failures: {:?}",
-        &failed(&results)[..1]
-    );
-    // A silent try costs at most a connect or per-try timeout, then another endpoint
-    // answers: never the 30 s request timeout.
-    assert!(max < per_try * 4, "a request waited {max:?}");
-    eprintln!("partition: slowest request {max:?} with per_try {per_try:?}");
+    no_failure_and_one_retry_at_most("partition", traffic, per_try).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

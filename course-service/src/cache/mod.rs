@@ -378,16 +378,13 @@ impl CatalogCache {
     async fn follow_change_stream(self, store: CourseStore) {
         let mut backoff = Backoff::new();
         loop {
-            let silence = store.silence_limit();
-            let opened = tokio::time::timeout(silence, store.watch()).await;
-            let Ok(opened) = opened else {
-                store.report_silence("watch");
-                backoff.report(
-                    &format!("no answer from the database in {silence:?}"),
-                    "cannot follow catalogue changes",
-                );
-                backoff.wait().await;
-                continue;
+            let opened = match store.unless_silent("watch", store.watch()).await {
+                Ok(opened) => opened,
+                Err(silent) => {
+                    backoff.report(&silent, "cannot follow catalogue changes");
+                    backoff.wait().await;
+                    continue;
+                }
             };
             match opened {
                 Ok(mut stream) => {
@@ -397,7 +394,7 @@ impl CatalogCache {
                     tracing::info!("following catalogue changes; cache enabled");
                     backoff.reset();
                     loop {
-                        let next = tokio::time::timeout(silence, stream.next_if_any()).await;
+                        let next = store.unless_silent("watch", stream.next_if_any()).await;
                         match next {
                             Ok(Ok(Some(_))) => self.invalidate().await,
                             Ok(Ok(None)) => {}
@@ -405,9 +402,8 @@ impl CatalogCache {
                                 tracing::warn!(error = %e, "change stream broke; cache bypassed until it is back");
                                 break;
                             }
-                            Err(_) => {
-                                store.report_silence("watch");
-                                tracing::warn!(after = ?silence, "the database stopped answering the change stream; cache bypassed until it is back");
+                            Err(silent) => {
+                                tracing::warn!(%silent, "the change stream went silent; cache bypassed until it is back");
                                 break;
                             }
                         }

@@ -43,7 +43,7 @@ use crate::cache::{Backoff, CatalogCache};
 use crate::metrics::Metrics;
 use crate::model::{Course, CourseDoc};
 use crate::query::ListQuery;
-use crate::store::CourseStore;
+use crate::store::{CourseStore, Silent};
 
 /// How long a write waits for this instance's model to show it before answering anyway.
 pub const SHOW_WRITE_WITHIN: Duration = Duration::from_secs(2);
@@ -85,8 +85,8 @@ enum Ended {
     Reload(&'static str),
     /// A broken stream: reopen it after the last token.
     Broken(mongodb::error::Error),
-    /// The database said nothing for this long (a partition): reopen it after the last token.
-    Silent(Duration),
+    /// The database said nothing for too long (a partition): reopen it after the last token.
+    Silent(Silent),
 }
 
 impl ReadModel {
@@ -243,16 +243,13 @@ impl ReadModel {
         let mut reason = "start";
         let mut backoff = Backoff::new();
         loop {
-            let silence = store.silence_limit();
-            let opened = tokio::time::timeout(silence, store.follow(resume.clone())).await;
+            let opened = store
+                .unless_silent("watch", store.follow(resume.clone()))
+                .await;
             let mut stream = match opened {
                 Ok(Ok(stream)) => stream,
-                Err(_) => {
-                    store.report_silence("watch");
-                    backoff.report(
-                        &format!("no answer from the database in {silence:?}"),
-                        "cannot open the change stream",
-                    );
+                Err(silent) => {
+                    backoff.report(&silent, "cannot open the change stream");
                     backoff.wait().await;
                     continue;
                 }
@@ -280,7 +277,7 @@ impl ReadModel {
             }
             backoff.reset();
             let ended = self
-                .apply_stream(&mut stream, &mut resume, &cache, silence)
+                .apply_stream(&store, &mut stream, &mut resume, &cache)
                 .await;
             self.set_following(false, &cache);
             match ended {
@@ -295,11 +292,10 @@ impl ReadModel {
                 Ended::Broken(e) => {
                     tracing::warn!(error = %e, "change stream broke; resuming after the last event")
                 }
-                Ended::Silent(after) => {
-                    store.report_silence("watch");
+                Ended::Silent(silent) => {
                     tracing::warn!(
-                        ?after,
-                        "the database stopped answering the change stream; reads leave the model until it is back"
+                        %silent,
+                        "the change stream went silent; reads leave the model until it is back"
                     );
                 }
             }
@@ -310,23 +306,21 @@ impl ReadModel {
     /// Reads every course into a new index and puts it in place of the old one.
     async fn load(&self, store: &CourseStore, reason: &'static str) -> Result<(), String> {
         let started = Instant::now();
-        // However long the whole load takes, each batch comes within the silence limit.
-        let silence = store.silence_limit();
-        let silent = || {
-            store.report_silence("scan");
-            format!("no answer from the database in {silence:?}")
-        };
-        let mut cursor = tokio::time::timeout(silence, store.scan())
+        // However long the whole load takes, each batch comes before the database is silent
+        // for too long.
+        let mut cursor = store
+            .unless_silent("scan", store.scan())
             .await
-            .map_err(|_| silent())?
+            .map_err(|silent| silent.to_string())?
             .map_err(|e| e.to_string())?;
         let mut docs = Vec::new();
         let mut skipped = 0usize;
         loop {
-            let more = match tokio::time::timeout(silence, cursor.advance()).await {
-                Ok(more) => more.map_err(|e| e.to_string())?,
-                Err(_) => return Err(silent()),
-            };
+            let more = store
+                .unless_silent("scan", cursor.advance())
+                .await
+                .map_err(|silent| silent.to_string())?
+                .map_err(|e| e.to_string())?;
             if !more {
                 break;
             }
@@ -362,14 +356,15 @@ impl ReadModel {
     /// Applies events until the stream ends; follows (serves reads) once caught up.
     async fn apply_stream(
         &self,
+        store: &CourseStore,
         stream: &mut ChangeStream<ChangeStreamEvent<Document>>,
         resume: &mut Option<ResumeToken>,
         cache: &CatalogCache,
-        silence: Duration,
     ) -> Ended {
         loop {
-            let Ok(next) = tokio::time::timeout(silence, stream.next_if_any()).await else {
-                return Ended::Silent(silence);
+            let next = match store.unless_silent("watch", stream.next_if_any()).await {
+                Ok(next) => next,
+                Err(silent) => return Ended::Silent(silent),
             };
             match next {
                 Ok(Some(event)) => {
