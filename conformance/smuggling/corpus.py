@@ -27,6 +27,7 @@ class Case:
     doc: str
     raw: bytes
     expect: str = "either"
+    h2: "H2 | None" = None
 
 
 def head(*lines, end=CRLF):
@@ -393,3 +394,178 @@ case("upgrade-then-smuggle", U, "An unknown upgrade followed by a pipelined requ
      + head("GET /second HTTP/1.1", "Host: a"), "forward")
 case("h2-preface-late", U, "The HTTP/2 preface after an HTTP/1 request: not HTTP/2, a bad request.",
      head("GET / HTTP/1.1", "Host: a") + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+
+# ===== HTTP/2 to HTTP/1.1: the downgrade =====
+# Sent as HTTP/2 (prior knowledge, on the plain listener) by the `h2` package with its own
+# checks turned off, so the frames carry exactly these fields; the proxy forwards over
+# HTTP/1.1, where a length, a CR LF or a space it lets through becomes a second request.
+# Kettle, "HTTP/2: The Sequel is Always Worse" (2021: H2.CL, H2.TE, request-line and header
+# injection), neex's http2smugl, and RFC 9113 §8.2 (malformed: connection-specific fields,
+# upper case, CR/LF/NUL, pseudo-header rules) and §8.3.
+
+
+@dataclass(frozen=True)
+class H2:
+    """One HTTP/2 request: its header fields in order (pseudo-headers included), its DATA
+    frames and, if any, its trailers."""
+    fields: tuple
+    data: tuple = ()
+    trailers: tuple | None = None
+
+
+def h2(*extra, method="GET", path="/", authority="app.example", scheme="http", data=(),
+       trailers=None, pseudo=None):
+    """An HTTP/2 request: the four pseudo-headers (or `pseudo`, as given) then `extra`."""
+    enc = lambda v: v.encode("latin-1") if isinstance(v, str) else v  # noqa: E731
+    if pseudo is None:
+        pseudo = [(":method", method), (":scheme", scheme), (":authority", authority),
+                  (":path", path)]
+    fields = tuple((enc(n), enc(v)) for n, v in [*pseudo, *extra])
+    if trailers is not None:
+        trailers = tuple((enc(n), enc(v)) for n, v in trailers)
+    return H2(fields, tuple(enc(d) for d in data), trailers)
+
+
+D = "h2-downgrade"
+HELLO = (b"hello",)
+SMUGGLE_CHUNKED = (b"0\r\n\r\n" + SMUGGLED,)
+
+
+def h2case(id, doc, request, expect="either"):
+    CASES.append(Case(id, D, doc, b"", expect, request))
+
+
+h2case("h2-get", "A plain HTTP/2 GET.", h2(path="/a?b=c"), "forward")
+h2case("h2-post-cl", "A POST whose Content-Length matches its DATA.",
+       h2(("content-length", "5"), method="POST", data=HELLO), "forward")
+h2case("h2-post-unframed", "A POST with DATA and no Content-Length (HTTP/2 needs none): "
+       "the proxy must frame it for HTTP/1.1.",
+       h2(method="POST", data=(b"hel", b"lo")), "forward")
+h2case("h2-host-only", "No :authority, a Host field instead (RFC 9113 §8.3.1).",
+       h2(("host", "app.example"), pseudo=[(":method", "GET"), (":scheme", "http"),
+                                           (":path", "/")]), "forward")
+h2case("h2-cookies", "Cookies split into several fields (RFC 9113 §8.2.3): joined again.",
+       h2(("cookie", "a=1"), ("cookie", "b=2")), "forward")
+h2case("h2-te-trailers", "`te: trailers`, the one TE value HTTP/2 allows.",
+       h2(("te", "trailers")), "forward")
+h2case("h2-trailers", "A body with trailers.",
+       h2(method="POST", data=HELLO, trailers=[("x-checksum", "1")]), "forward")
+h2case("h2-authority-and-host", "Both :authority and the same Host (in other case): one Host "
+       "goes upstream.", h2(("host", "APP.example")), "forward")
+h2case("h2-authority-and-other-host", "Both :authority and a different Host (RFC 9113 §8.3.1: "
+       "should be treated as malformed); which one an origin routes on is anyone's guess.",
+       h2(("host", "other.example")), "reject")
+h2case("h2-host-twice", "No :authority and two Host fields.",
+       h2(("host", "app.example"), ("host", "other.example"),
+          pseudo=[(":method", "GET"), (":scheme", "http"), (":path", "/")]), "reject")
+h2case("h2-no-authority", "Neither :authority nor Host: an HTTP/1.1 request needs a Host.",
+       h2(pseudo=[(":method", "GET"), (":scheme", "http"), (":path", "/")]), "reject")
+# H2.CL
+h2case("h2-cl-short", "H2.CL: Content-Length 0 with a request in the DATA.",
+       h2(("content-length", "0"), method="POST", data=(SMUGGLED,)), "reject")
+h2case("h2-cl-short-get", "H2.CL on a GET: Content-Length 0, a request in the DATA.",
+       h2(("content-length", "0"), data=(SMUGGLED,)), "reject")
+h2case("h2-cl-long", "H2.CL: Content-Length 50, 5 bytes of DATA, then the end of the stream.",
+       h2(("content-length", "50"), method="POST", data=HELLO), "reject")
+h2case("h2-cl-plus", "A signed Content-Length.",
+       h2(("content-length", "+5"), method="POST", data=HELLO), "reject")
+h2case("h2-cl-list-differ", "Content-Length as a list of two values.",
+       h2(("content-length", "5, 6"), method="POST", data=HELLO), "reject")
+h2case("h2-cl-twice-differ", "Two Content-Length fields that differ.",
+       h2(("content-length", "5"), ("content-length", "6"), method="POST", data=HELLO), "reject")
+# H2.TE and the other connection-specific fields (RFC 9113 §8.2.2)
+h2case("h2-te-chunked", "H2.TE: Transfer-Encoding: chunked, a request after the last chunk.",
+       h2(("transfer-encoding", "chunked"), method="POST", data=SMUGGLE_CHUNKED), "reject")
+h2case("h2-te-chunked-cl", "H2.TE with a Content-Length that covers the whole DATA.",
+       h2(("content-length", str(len(SMUGGLE_CHUNKED[0]))), ("transfer-encoding", "chunked"),
+          method="POST", data=SMUGGLE_CHUNKED), "reject")
+h2case("h2-te-gzip", "`te` with a value other than `trailers`.", h2(("te", "gzip")), "reject")
+for name, value in [("connection", "close"), ("keep-alive", "timeout=5"),
+                    ("proxy-connection", "keep-alive"), ("upgrade", "h2c")]:
+    h2case(f"h2-{name}", f"`{name}`: connection-specific, malformed in HTTP/2.",
+           h2((name, value)), "reject")
+# CR, LF and NUL: a field that ends early is a field (or a request) of its own over HTTP/1.1
+h2case("h2-crlf-value-te", "A value with CR LF and a Transfer-Encoding after it.",
+       h2(("x-a", "b\r\ntransfer-encoding: chunked"), method="POST", data=SMUGGLE_CHUNKED),
+       "reject")
+h2case("h2-crlf-value-request", "A value with CR LF CR LF and a whole request after it.",
+       h2(("x-a", "b\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: evil")), "reject")
+h2case("h2-lf-value", "A value with a bare LF and a field after it.",
+       h2(("x-a", "b\ntransfer-encoding: chunked"), method="POST", data=SMUGGLE_CHUNKED),
+       "reject")
+h2case("h2-cr-value", "A value with a bare CR.", h2(("x-a", "b\rc")), "reject")
+h2case("h2-nul-value", "A value with NUL.", h2(("x-a", "b\x00c")), "reject")
+h2case("h2-crlf-name", "A name with CR LF.",
+       h2(("x-a\r\ntransfer-encoding", "chunked"), method="POST", data=SMUGGLE_CHUNKED),
+       "reject")
+h2case("h2-colon-name", "A name with a colon: `transfer-encoding:chunked` once downgraded.",
+       h2(("transfer-encoding:chunked\r\nx", "y"), method="POST", data=SMUGGLE_CHUNKED),
+       "reject")
+h2case("h2-space-name", "A name with a space.",
+       h2(("transfer-encoding ", "chunked"), method="POST", data=SMUGGLE_CHUNKED), "reject")
+h2case("h2-upper-name", "An upper-case name (RFC 9113 §8.2.1).",
+       h2(("Transfer-Encoding", "chunked"), method="POST", data=SMUGGLE_CHUNKED), "reject")
+h2case("h2-empty-name", "An empty name.", h2(("", "x")), "reject")
+# underscores: a valid name in HTTP/2, and framing to a WSGI origin (waitress reads
+# `Transfer_Encoding` as `TRANSFER_ENCODING`), as over HTTP/1.1 (the fields class)
+h2case("h2-underscore-te", "`transfer_encoding: chunked` and a request after the last chunk.",
+       h2(("transfer_encoding", "chunked"), method="POST", data=SMUGGLE_CHUNKED), "reject")
+h2case("h2-underscore-cl", "`content_length: 0` with a request in the DATA.",
+       h2(("content_length", "0"), method="POST", data=(SMUGGLED,)), "reject")
+h2case("h2-underscore-host", "`x_forwarded_host`: a routing field in disguise.",
+       h2(("x_forwarded_host", "evil")), "reject")
+# the request line, rebuilt from pseudo-headers
+h2case("h2-path-injection", "A :path with a space, CR LF and a request: the request line "
+       "ends early.",
+       h2(path="/ HTTP/1.1\r\nhost: app.example\r\n\r\nGET /smuggled HTTP/1.1\r\nx: y"),
+       "reject")
+h2case("h2-path-space", "A :path with a space.", h2(path="/a b"), "reject")
+h2case("h2-path-relative", "A :path without its leading slash.", h2(path="a"), "reject")
+h2case("h2-path-empty", "An empty :path.", h2(path=""), "reject")
+h2case("h2-path-absolute", "A :path in absolute form.", h2(path="http://evil/smuggled"),
+       "reject")
+h2case("h2-path-fragment", "A :path with a fragment.", h2(path="/a#b"))
+h2case("h2-method-injection", "A :method with a request line and a request in it.",
+       h2(method="GET /smuggled HTTP/1.1\r\nhost: evil\r\n\r\nGET"), "reject")
+h2case("h2-method-space", "A :method with a space.", h2(method="GET /x"), "reject")
+h2case("h2-authority-crlf", "An :authority with CR LF and a field after it.",
+       h2(authority="app.example\r\ntransfer-encoding: chunked"), "reject")
+h2case("h2-authority-space", "An :authority with a space.", h2(authority="app example"),
+       "reject")
+h2case("h2-authority-path", "An :authority with a path in it.",
+       h2(authority="app.example/smuggled"), "reject")
+h2case("h2-authority-userinfo", "An :authority with userinfo (RFC 9113 §8.3.1: must not); "
+       "`Host: user@app.example` is no Host over HTTP/1.1.",
+       h2(authority="user@app.example"), "reject")
+h2case("h2-host-crlf", "A Host field (no :authority) with CR LF.",
+       h2(("host", "app.example\r\nx: y"), pseudo=[(":method", "GET"), (":scheme", "http"),
+                                                  (":path", "/")]), "reject")
+# pseudo-header rules (RFC 9113 §8.3)
+P3 = [(":method", "GET"), (":scheme", "http"), (":authority", "app.example"), (":path", "/")]
+h2case("h2-path-twice", "Two :path pseudo-headers.",
+       h2(pseudo=P3 + [(":path", "/smuggled")]), "reject")
+h2case("h2-pseudo-after-field", "A pseudo-header after a regular field.",
+       h2(("x-a", "b"), (":path", "/smuggled"), pseudo=P3[:3]), "reject")
+h2case("h2-unknown-pseudo", "An unknown pseudo-header.", h2(pseudo=P3 + [(":foo", "bar")]),
+       "reject")
+h2case("h2-status-in-request", "A response pseudo-header in a request.",
+       h2(pseudo=P3 + [(":status", "200")]), "reject")
+h2case("h2-no-method", "No :method.", h2(pseudo=P3[1:]), "reject")
+h2case("h2-no-path", "No :path.", h2(pseudo=P3[:3]), "reject")
+h2case("h2-no-scheme", "No :scheme.", h2(pseudo=[P3[0], P3[2], P3[3]]), "reject")
+h2case("h2-trailer-pseudo", "A pseudo-header in the trailers (malformed, RFC 9113 §8.1). The "
+       "h2 codec drops it unseen, and the proxy forwards no request trailers: nothing of it "
+       "reaches HTTP/1.1.",
+       h2(method="POST", data=HELLO, trailers=[(":path", "/smuggled")]))
+h2case("h2-trailer-framing", "Framing fields in the trailers: never acted on.",
+       h2(method="POST", data=HELLO,
+          trailers=[("content-length", "0"), ("transfer-encoding", "chunked")]))
+h2case("h2-trailer-crlf", "A trailer value with CR LF and a request after it.",
+       h2(method="POST", data=HELLO,
+          trailers=[("x-a", "b\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: evil")]), "reject")
+# CONNECT
+h2case("h2-connect", "A plain CONNECT (no :protocol): the proxy tunnels nothing.",
+       h2(pseudo=[(":method", "CONNECT"), (":authority", "app.example:443")]), "reject")
+h2case("h2-connect-unknown-protocol", "Extended CONNECT to a protocol not configured.",
+       h2(pseudo=[(":method", "CONNECT"), (":protocol", "foo")] + P3[1:]), "reject")

@@ -1,5 +1,7 @@
 """Differential request-smuggling suite: every case of corpus.py through the real proxy binary
-to three independent origin parsers (origins.py), compared.
+to three independent origin parsers (origins.py), compared. A raw case is written to the
+HTTP/1.1 listener as is; an HTTP/2 one is sent with prior knowledge, frame by frame
+(`exchange_h2`), and leaves the proxy as HTTP/1.1 like any other.
 
 A case passes when
 - every request an origin parses carries the proxy's own `Via` (a request without it was
@@ -107,6 +109,54 @@ def exchange(port, raw):
     return data
 
 
+RESET = 0
+"""The status recorded for an HTTP/2 stream or connection the proxy refused with a reset."""
+
+
+def exchange_h2(port, request):
+    """Sends one HTTP/2 request (prior knowledge) built by the `h2` package with its checks
+    off, so the frames carry exactly the case's fields, and returns the statuses answered
+    (`RESET` for a stream or connection reset before any)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    config = h2.config.H2Configuration(
+        client_side=True, header_encoding=None, validate_outbound_headers=False,
+        normalize_outbound_headers=False, validate_inbound_headers=False,
+        split_outbound_cookies=False)
+    conn = h2.connection.H2Connection(config=config)
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, list(request.fields),
+                      end_stream=not request.data and request.trailers is None)
+    for i, chunk in enumerate(request.data):
+        conn.send_data(stream, chunk,
+                       end_stream=i == len(request.data) - 1 and request.trailers is None)
+    if request.trailers is not None:
+        conn.send_headers(stream, list(request.trailers), end_stream=True)
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(conn.data_to_send())
+        done = False
+        try:
+            while not done and (data := s.recv(65536)):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        out.append(int(dict(event.headers)[b":status"]))
+                    elif isinstance(event, h2.events.StreamEnded):
+                        done = True
+                    elif isinstance(event, (h2.events.StreamReset,
+                                            h2.events.ConnectionTerminated)):
+                        if not out:
+                            out.append(RESET)
+                        done = True
+                s.sendall(conn.data_to_send())
+        except (TimeoutError, ConnectionResetError, BrokenPipeError):
+            pass
+    return out
+
+
 def records(log):
     if not log.exists():
         return []
@@ -127,9 +177,9 @@ def parsed(rs):
 def judge(case, seen, answers):
     """(passed, verdict, note) for one case from each origin's requests and the answers."""
     smuggled = any("microcourses" not in (r[4] or "") for rs in seen.values() for r in rs)
-    answered = {o: statuses(a) for o, a in answers.items()}
+    answered = {o: a if case.h2 else statuses(a) for o, a in answers.items()}
     rejected = all(not rs for rs in seen.values()) and all(
-        st and all(s >= 400 for s in st) for st in answered.values())
+        st and all(s == RESET or s >= 400 for s in st) for st in answered.values())
     views = list(seen.values())
     agree = all(v == views[0] for v in views)
     forwarded = bool(views[0]) and agree
@@ -182,13 +232,15 @@ def main():
             seen, answers = {}, {}
             for name, (http, log) in proxies.items():
                 before = len(records(log))
-                answers[name] = exchange(http, case.raw)
+                answers[name] = (exchange_h2(http, case.h2) if case.h2
+                                 else exchange(http, case.raw))
                 # The origin writes its record before it answers; a request the proxy gave up
                 # on may still be landing: give it a moment to.
                 time.sleep(0.02)
                 seen[name] = parsed(records(log)[before:])
             ok, verdict, note = judge(case, seen, answers)
-            codes = sorted({s for a in answers.values() for s in statuses(a)})
+            codes = sorted({s for a in answers.values()
+                            for s in (a if case.h2 else statuses(a))})
             results.append({
                 "id": case.id, "class": case.cls, "doc": case.doc, "expect": case.expect,
                 "passed": ok, "verdict": verdict, "note": note, "statuses": codes,
@@ -197,7 +249,8 @@ def main():
             if not ok:
                 print(f"FAIL {case.id} [{case.cls}] {verdict}: {note}", file=sys.stderr)
                 for o in ORIGINS:
-                    print(f"     {o}: {describe(seen[o])} | {answers[o][:200]!r}", file=sys.stderr)
+                    print(f"     {o}: {describe(seen[o])} | {answers[o][:200]!r}",
+                          file=sys.stderr)
     finally:
         stop_all(procs)
 

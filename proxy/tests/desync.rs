@@ -400,3 +400,34 @@ async fn expect_stays_on_this_hop_and_options_star_is_routed() {
         ("OPTIONS", "*")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_meets_the_http1_host_and_field_rules_before_it_is_downgraded() {
+    let origin = recording_upstream().await;
+    let p = proxy().endpoint(origin.addr, 1).start().await;
+    let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let mut client = support::H2Client::handshake(tcp).await;
+    // Each is a valid HTTP/2 request and no valid HTTP/1.1 one: `Host: user@…`, a Host the
+    // origin may route on instead of the authority, and a name WSGI reads as framing.
+    let refused: [(&str, &[(&str, &str)]); 3] = [
+        ("http://user@app.example/", &[]),
+        ("http://app.example/", &[("host", "other.example")]),
+        (
+            "http://app.example/",
+            &[("transfer_encoding", "chunked"), ("content_length", "0")],
+        ),
+    ];
+    for (url, fields) in refused {
+        let res = client.get_echo_with(url, fields).await;
+        assert_eq!(res.status, 400, "{url} {fields:?}");
+    }
+    assert!(origin.requests().is_empty(), "{:#?}", origin.requests());
+
+    let res = client
+        .get_echo_with("http://app.example/x", &[("host", "APP.example")])
+        .await;
+    assert_eq!(res.status, 200);
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0].values("host"), ["app.example"]);
+}

@@ -195,19 +195,21 @@ async fn http2_over_tls_end_to_end() {
     );
     assert_eq!(seen["headers"]["via"][0], "2 microcourses");
 
-    // A `host` field that disagrees with `:authority`: the authority routed on is the Host
-    // the upstream gets, once (RFC 9113 §8.3.1, RFC 9112 §3.2.2).
-    let res = client
-        .get_echo_with(
-            &format!("https://localhost:{}/echo", https.port()),
-            &[("host", "evil.example")],
-        )
-        .await;
+    // A `host` field naming the same entity as `:authority`: the authority is the Host the
+    // upstream gets, once (RFC 9113 §8.3.1, RFC 9112 §3.2.2); one naming another is refused
+    // (an origin may route on either).
+    let url = format!("https://localhost:{}/echo", https.port());
+    let same = format!("LOCALHOST:{}", https.port());
+    let res = client.get_echo_with(&url, &[("host", &same)]).await;
     assert_eq!(res.status, 200);
     assert_eq!(
         res.echo["headers"]["host"],
         serde_json::json!([format!("localhost:{}", https.port())])
     );
+    let res = client
+        .get_echo_with(&url, &[("host", "evil.example")])
+        .await;
+    assert_eq!(res.status, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

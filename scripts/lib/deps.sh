@@ -95,17 +95,19 @@ ensure_bench_peers() {
 }
 
 # ensure_origins: gunicorn and waitress in ./.venv, the independent origin parsers the
-# differential smuggling suite (conformance/smuggling) puts behind the proxy. Pinned, so a
-# fresh machine parses what CI parsed.
+# differential smuggling suite (conformance/smuggling) puts behind the proxy, and the `h2`
+# package its HTTP/2 cases are sent with. Pinned, so a fresh machine parses what CI parsed.
 GUNICORN_VERSION="${GUNICORN_VERSION:-23.0.0}"
 WAITRESS_VERSION="${WAITRESS_VERSION:-3.0.2}"
+H2_VERSION="${H2_VERSION:-4.2.0}"
 ensure_origins() {
   ensure_secantusdb
-  if [ -x "$VENV/bin/gunicorn" ] && [ -x "$VENV/bin/waitress-serve" ]; then return 0; fi
-  log "installing gunicorn $GUNICORN_VERSION and waitress $WAITRESS_VERSION into $VENV"
+  if [ -x "$VENV/bin/gunicorn" ] && [ -x "$VENV/bin/waitress-serve" ] &&
+    "$VENV/bin/python" -c "import h2" 2>/dev/null; then return 0; fi
+  log "installing gunicorn $GUNICORN_VERSION, waitress $WAITRESS_VERSION and h2 $H2_VERSION into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check \
-    "gunicorn==$GUNICORN_VERSION" "waitress==$WAITRESS_VERSION" \
-    || die "pip install gunicorn waitress failed"
+    "gunicorn==$GUNICORN_VERSION" "waitress==$WAITRESS_VERSION" "h2==$H2_VERSION" \
+    || die "pip install gunicorn waitress h2 failed"
 }
 
 # ensure_attack_tools: slowhttptest, h2load (nghttp2-client) and testssl.sh, which

@@ -154,9 +154,9 @@ async fn handle(
         switch = Some((protocol, stream));
     }
     // The authority asked for: routed on, and the upstream's Host.
-    let host = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
+    let authority = parts.uri.authority().map(http::uri::Authority::as_str);
+    let Ok(host) = wire::request::check_http2(authority, &parts.headers) else {
+        return answer_locally(proxy, LocalError::BadRequest);
     };
     let Ok(content_length) = wire::content_length(&parts.headers) else {
         return answer_locally(proxy, LocalError::BadRequest);
@@ -165,7 +165,7 @@ async fn handle(
         method: &parts.method,
         target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         path: parts.uri.path(),
-        host: host.as_ref().map(HeaderValue::as_bytes),
+        host: Some(host),
         version: Version::HTTP_2,
         fields: &parts.headers,
         content_length,

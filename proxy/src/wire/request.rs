@@ -247,6 +247,44 @@ pub fn allowed_upgrade<'b>(offer: &'b [u8], allowed: &[String]) -> Option<&'b [u
     })
 }
 
+/// The checks of [`parse`] that HTTP/2 framing does not already make, for a request that
+/// arrived over HTTP/2 and leaves over HTTP/1.1 (the downgrade). The h2 codec refuses what
+/// RFC 9113 §8.2 calls malformed (connection-specific fields, upper case, CR, LF, NUL, a
+/// Content-Length its DATA contradicts); what is left is the authority, which becomes the
+/// upstream's `Host` (`authority` is `:authority`, else the one `Host` field; both present and
+/// different is refused, RFC 9113 §8.3.1's SHOULD), and field names an origin would read as
+/// framing. Returns the authority to route on and forward.
+pub fn check_http2<'a>(
+    authority: Option<&'a str>,
+    fields: &'a http::HeaderMap,
+) -> Result<&'a [u8], Refusal> {
+    let mut hosts = fields.get_all(http::header::HOST).iter();
+    let host_field = hosts.next().map(http::HeaderValue::as_bytes);
+    if hosts.next().is_some() {
+        return Err(Refusal::Bad("more than one Host"));
+    }
+    let host = match (authority.map(str::as_bytes), host_field) {
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+            return Err(Refusal::Bad(":authority and Host differ"))
+        }
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) => return Err(Refusal::Bad("missing :authority")),
+    };
+    if !is_authority(host) {
+        return Err(Refusal::Bad("malformed :authority"));
+    }
+    if fields
+        .keys()
+        .any(|name| aliases_a_control_field(name.as_str()))
+    {
+        return Err(Refusal::Bad(
+            "a field name that reads as a framing or routing field with `_` for `-`",
+        ));
+    }
+    Ok(host)
+}
+
 /// The fields whose meaning the proxy relies on. CGI and WSGI map `-` and `_` in field names
 /// to the same variable (`HTTP_TRANSFER_ENCODING`), so `Transfer_Encoding` is framing to an
 /// origin behind one and an ordinary field here: such aliases are refused (nginx drops every
@@ -291,6 +329,61 @@ mod tests {
     fn refused(text: &str) -> Refusal {
         let mut slots = crate::wire::slots();
         parse(text.as_bytes(), &mut slots).expect_err(text)
+    }
+
+    #[test]
+    fn an_http2_request_names_one_well_formed_authority_and_no_framing_alias() {
+        fn check(
+            authority: Option<&str>,
+            pairs: &[(&'static str, &'static str)],
+        ) -> Result<Vec<u8>, Refusal> {
+            let mut fields = http::HeaderMap::new();
+            for (name, value) in pairs {
+                fields.append(*name, http::HeaderValue::from_static(value));
+            }
+            check_http2(authority, &fields).map(<[u8]>::to_vec)
+        }
+        assert_eq!(
+            check(Some("a.example:8080"), &[]),
+            Ok(b"a.example:8080".to_vec())
+        );
+        assert_eq!(
+            check(None, &[("host", "a.example")]),
+            Ok(b"a.example".to_vec())
+        );
+        assert_eq!(
+            check(Some("a.example"), &[("host", "A.EXAMPLE")]),
+            Ok(b"a.example".to_vec())
+        );
+        for (authority, pairs, why) in [
+            (None, &[][..], "missing :authority"),
+            (
+                None,
+                &[("host", "a"), ("host", "b")][..],
+                "more than one Host",
+            ),
+            (
+                Some("a"),
+                &[("host", "b")][..],
+                ":authority and Host differ",
+            ),
+            (Some("user@a"), &[][..], "malformed :authority"),
+            (None, &[("host", "a/b")][..], "malformed :authority"),
+        ] {
+            assert_eq!(
+                check(authority, pairs),
+                Err(Refusal::Bad(why)),
+                "{authority:?}"
+            );
+        }
+        for (name, refused) in [
+            ("transfer_encoding", true),
+            ("content_length", true),
+            ("x_forwarded_for", true),
+            ("x_course_id", false),
+        ] {
+            assert_eq!(check(Some("a"), &[(name, "x")]).is_err(), refused, "{name}");
+        }
     }
 
     #[test]
