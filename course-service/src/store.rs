@@ -221,19 +221,30 @@ impl CourseStore {
         stream
     }
 
-    /// `fut` (a change stream's next batch, or one of the read model's load), unless the
-    /// database stays silent past the limit: the server answers an idle change stream's
-    /// `getMore` after [`STREAM_AWAIT`], so silence longer than that plus the operation
-    /// timeout means the database cannot be reached, even though no connection was refused
-    /// or reset. A network partition drops packets, and TCP alone would wait a quarter of an
-    /// hour to say so. The silence is counted as a timeout of `op` and marks the database
-    /// down.
+    /// `fut` (a change stream's next batch), unless the database stays silent past the
+    /// limit: the server answers an idle change stream's `getMore` after [`STREAM_AWAIT`], so
+    /// silence longer than that plus the operation timeout means the database cannot be
+    /// reached, even though no connection was refused or reset. A network partition drops
+    /// packets, and TCP alone would wait a quarter of an hour to say so. The silence is
+    /// counted as a timeout of `op` and marks the database down.
     pub async fn unless_silent<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = T>,
     ) -> Result<T, Silent> {
-        let limit = STREAM_AWAIT + self.op_timeout;
+        self.unless_silent_for(op, STREAM_AWAIT + self.op_timeout, fut)
+            .await
+    }
+
+    /// [`Self::unless_silent`] with a limit of the caller's: one batch of a load, which a
+    /// busy server may take seconds to answer (three instances starting together at 100 000
+    /// courses), and which starts the whole load again when given up on.
+    pub async fn unless_silent_for<T>(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, Silent> {
         tokio::time::timeout(limit, fut).await.map_err(|_| {
             self.metrics
                 .db_errors

@@ -444,3 +444,51 @@ async fn a_write_through_one_instance_is_served_by_every_read_model() {
     }
     writes_are_seen_everywhere(&apps).await;
 }
+
+#[tokio::test]
+async fn a_load_waits_out_a_busy_database_instead_of_starting_over() {
+    // A server of its own: fail points are server-wide. More courses than one batch of the
+    // load (2000), so the load asks for a second one, and that answer is held back 7 s: past
+    // a change stream's silence bound (5.5 s), as a server busy with several loads can be.
+    let server = MongoServer::start();
+    let db = support::unique_db("model");
+    let (_client, direct) = store(&server.uri(), &db).await;
+    seed::load_synthetic(&direct, seed::synthetic(2500, 6))
+        .await
+        .unwrap();
+    server
+        .fail_next(
+            &["getMore"],
+            1,
+            doc! { "blockConnection": true, "blockTimeMS": 7000 },
+        )
+        .await;
+    // Without the cache, the load's is the only `getMore` (the model's stream is not read
+    // until the load is done). `spawn` waits until the model follows.
+    let app = TestApp::builder()
+        .uri(server.uri())
+        .database(&db)
+        .without_cache()
+        .spawn()
+        .await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let given_up: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("course_service_db_operation_errors_total") && l.contains(r#"op="scan""#)
+        })
+        .collect();
+    assert!(given_up.is_empty(), "the load gave up: {given_up:?}");
+    assert_eq!(
+        metric(
+            &app,
+            r#"course_service_read_model_loads_total{reason="start"}"#
+        )
+        .await,
+        1.0
+    );
+    let res = app.get("/api/courses?per_page=1").await;
+    assert_eq!(res.headers()["x-cache"], "MODEL");
+    let page: Value = res.json().await.unwrap();
+    assert_eq!(page["total"], 2500);
+}

@@ -3,8 +3,9 @@
 //! (`GET /api/courses`, `GET /api/courses/{id}`) is answered from it and a write costs the
 //! readers one index update, not a recompute.
 //!
-//! - **Load.** The change stream is opened *first*, then every course is read; the events that
-//!   arrive during the read are replayed on top, in order. Reads are served from the model only
+//! - **Load.** The change stream is opened *first*, then every course is read (and indexed as
+//!   it arrives, on a blocking thread); the events that arrive during the read are replayed on
+//!   top, in order. Reads are served from the model only
 //!   once the stream has nothing more to give (caught up), so no answer mixes old and new.
 //! - **Follow.** Each event is applied in stream order: inserts, replaces and updates carry the
 //!   document (`fullDocument: updateLookup`), deletes the `_id`. The stream's resume token is
@@ -44,6 +45,16 @@ use crate::metrics::Metrics;
 use crate::model::{Course, CourseDoc};
 use crate::query::ListQuery;
 use crate::store::{CourseStore, Silent};
+
+/// The longest a load waits for one batch before it gives up and starts again. Far above
+/// a change stream's bound: a server busy with several loads at once takes seconds per batch
+/// (5.5 s was exceeded by three instances starting together at 100 000 courses on
+/// SecantusDB, and each load given up on was started again from nothing), and a partition is
+/// noticed sooner by the driver's heartbeat anyway.
+const LOAD_SILENCE: Duration = Duration::from_secs(30);
+
+/// Documents handed at a time to the thread building the index during a load.
+const LOAD_BATCH: usize = 1024;
 
 /// How long a write waits for this instance's model to show it before answering anyway.
 pub const SHOW_WRITE_WITHIN: Duration = Duration::from_secs(2);
@@ -306,33 +317,51 @@ impl ReadModel {
     /// Reads every course into a new index and puts it in place of the old one.
     async fn load(&self, store: &CourseStore, reason: &'static str) -> Result<(), String> {
         let started = Instant::now();
+        // Indexed as they are read: the index is built on a blocking thread from the documents
+        // this task reads, so the load takes about as long as the slower of the two, not their
+        // sum. (If the read fails, the channel closes, the partial index is dropped.)
+        let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<CourseDoc>>(4);
+        let build = tokio::task::spawn_blocking(move || {
+            Index::build(std::iter::from_fn(|| received.blocking_recv()).flatten())
+        });
         // However long the whole load takes, each batch comes before the database is silent
         // for too long.
         let mut cursor = store
-            .unless_silent("scan", store.scan())
+            .unless_silent_for("scan", LOAD_SILENCE, store.scan())
             .await
             .map_err(|silent| silent.to_string())?
             .map_err(|e| e.to_string())?;
-        let mut docs = Vec::new();
         let mut skipped = 0usize;
+        let mut batch = Vec::with_capacity(LOAD_BATCH);
         loop {
             let more = store
-                .unless_silent("scan", cursor.advance())
+                .unless_silent_for("scan", LOAD_SILENCE, cursor.advance())
                 .await
                 .map_err(|silent| silent.to_string())?
                 .map_err(|e| e.to_string())?;
+            if more {
+                match cursor.deserialize_current() {
+                    Ok(doc) => batch.push(doc),
+                    Err(_) => skipped += 1,
+                }
+            }
+            if batch.len() == LOAD_BATCH || (!more && !batch.is_empty()) {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
+                batches
+                    .send(full)
+                    .await
+                    .map_err(|_| "building the index failed".to_string())?;
+            }
             if !more {
                 break;
             }
-            match cursor.deserialize_current() {
-                Ok(doc) => docs.push(doc),
-                Err(_) => skipped += 1,
-            }
         }
+        drop(batches);
         let read_in = started.elapsed();
-        let index = tokio::task::spawn_blocking(move || Index::build(docs))
+        let index = build
             .await
             .map_err(|e| format!("building the index failed: {e}"))?;
+        // What indexing took beyond the read.
         let indexed_in = started.elapsed() - read_in;
         let courses = index.len();
         *self.write() = index;
