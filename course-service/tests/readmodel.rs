@@ -260,6 +260,18 @@ async fn concurrent_writes_through_the_api_and_into_the_database_are_followed() 
     pair.converge(&paths).await;
 }
 
+/// A database server of its own (fail points are server-wide) holding `count` generated
+/// courses, and the database's name.
+async fn own_server_with(count: usize, generator_seed: u64) -> (MongoServer, String) {
+    let server = MongoServer::start();
+    let db = support::unique_db("model");
+    let (_client, direct) = store(&server.uri(), &db).await;
+    seed::load_synthetic(&direct, seed::synthetic(count, generator_seed))
+        .await
+        .unwrap();
+    (server, db)
+}
+
 async fn metric(app: &TestApp, line_prefix: &str) -> f64 {
     let text = app.get("/metrics").await.text().await.unwrap();
     text.lines()
@@ -270,13 +282,7 @@ async fn metric(app: &TestApp, line_prefix: &str) -> f64 {
 
 #[tokio::test]
 async fn missed_events_are_resumed_or_reloaded_never_lost() {
-    // A server of its own: fail points are server-wide.
-    let server = MongoServer::start();
-    let db = support::unique_db("model");
-    let (_client, direct) = store(&server.uri(), &db).await;
-    seed::load_synthetic(&direct, seed::synthetic(300, 5))
-        .await
-        .unwrap();
+    let (server, db) = own_server_with(300, 5).await;
     let pair = Pair::start(server.uri(), &db).await;
     let loads = |reason: &'static str| {
         let app = &pair.model;
@@ -447,15 +453,10 @@ async fn a_write_through_one_instance_is_served_by_every_read_model() {
 
 #[tokio::test]
 async fn a_load_waits_out_a_busy_database_instead_of_starting_over() {
-    // A server of its own: fail points are server-wide. More courses than one batch of the
-    // load (2000), so the load asks for a second one, and that answer is held back 7 s: past
-    // a change stream's silence bound (5.5 s), as a server busy with several loads can be.
-    let server = MongoServer::start();
-    let db = support::unique_db("model");
-    let (_client, direct) = store(&server.uri(), &db).await;
-    seed::load_synthetic(&direct, seed::synthetic(2500, 6))
-        .await
-        .unwrap();
+    // More courses than one batch of the load (2000), so the load asks for a second one, and
+    // that answer is held back 7 s: past a change stream's silence bound (5.5 s), as a server
+    // busy with several loads can be.
+    let (server, db) = own_server_with(2500, 6).await;
     server
         .fail_next(
             &["getMore"],
