@@ -155,7 +155,8 @@ async fn handle(
     }
     // The authority asked for: routed on, and the upstream's Host.
     let authority = parts.uri.authority().map(http::uri::Authority::as_str);
-    let Ok(host) = wire::request::check_http2(authority, &parts.headers) else {
+    let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let Ok(host) = wire::request::check_http2(authority, https, &parts.headers) else {
         return answer_locally(proxy, LocalError::BadRequest);
     };
     let Ok(content_length) = wire::content_length(&parts.headers) else {

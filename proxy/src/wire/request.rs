@@ -251,11 +251,14 @@ pub fn allowed_upgrade<'b>(offer: &'b [u8], allowed: &[String]) -> Option<&'b [u
 /// arrived over HTTP/2 and leaves over HTTP/1.1 (the downgrade). The h2 codec refuses what
 /// RFC 9113 §8.2 calls malformed (connection-specific fields, upper case, CR, LF, NUL, a
 /// Content-Length its DATA contradicts); what is left is the authority, which becomes the
-/// upstream's `Host` (`authority` is `:authority`, else the one `Host` field; both present and
-/// different is refused, RFC 9113 §8.3.1's SHOULD), and field names an origin would read as
-/// framing. Returns the authority to route on and forward.
+/// upstream's `Host` (`authority` is `:authority`, else the one `Host` field), and field names
+/// an origin would read as framing. A `Host` naming another entity than `:authority` (after
+/// scheme-based normalisation: case, and the default port of `https` or `http`) is refused,
+/// RFC 9113 §8.3.1's SHOULD: an origin may route on either. Returns the authority to route on
+/// and forward.
 pub fn check_http2<'a>(
     authority: Option<&'a str>,
+    https: bool,
     fields: &'a http::HeaderMap,
 ) -> Result<&'a [u8], Refusal> {
     let mut hosts = fields.get_all(http::header::HOST).iter();
@@ -263,8 +266,10 @@ pub fn check_http2<'a>(
     if hosts.next().is_some() {
         return Err(Refusal::Bad("more than one Host"));
     }
+    let default_port: &[u8] = if https { b":443" } else { b":80" };
+    let entity = |h: &'a [u8]| h.strip_suffix(default_port).unwrap_or(h);
     let host = match (authority.map(str::as_bytes), host_field) {
-        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+        (Some(a), Some(h)) if !entity(a).eq_ignore_ascii_case(entity(h)) => {
             return Err(Refusal::Bad(":authority and Host differ"))
         }
         (Some(a), _) => a,
@@ -341,7 +346,7 @@ mod tests {
             for (name, value) in pairs {
                 fields.append(*name, http::HeaderValue::from_static(value));
             }
-            check_http2(authority, &fields).map(<[u8]>::to_vec)
+            check_http2(authority, true, &fields).map(<[u8]>::to_vec)
         }
         assert_eq!(
             check(Some("a.example:8080"), &[]),
@@ -352,7 +357,7 @@ mod tests {
             Ok(b"a.example".to_vec())
         );
         assert_eq!(
-            check(Some("a.example"), &[("host", "A.EXAMPLE")]),
+            check(Some("a.example"), &[("host", "A.EXAMPLE:443")]),
             Ok(b"a.example".to_vec())
         );
         for (authority, pairs, why) in [
@@ -365,6 +370,11 @@ mod tests {
             (
                 Some("a"),
                 &[("host", "b")][..],
+                ":authority and Host differ",
+            ),
+            (
+                Some("a"),
+                &[("host", "a:80")][..],
                 ":authority and Host differ",
             ),
             (Some("user@a"), &[][..], "malformed :authority"),
