@@ -13,7 +13,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from common import free_port, stop_all, wait_listening  # noqa: E402
+from common import serve, stop_all  # noqa: E402
 
 TOKEN = "schemathesis-admin-token-0123456789"
 CHECKS = ",".join(
@@ -53,23 +53,22 @@ def main():
 
     procs = []
     try:
-        mongo_port, port = free_port(), free_port()
-        mongo = subprocess.Popen(
-            [os.path.join(args.venv, "bin", "secantusd-py"), "--host", "127.0.0.1",
-             "--port", str(mongo_port), "--log-level", "WARNING", "--storage-path", ":memory:"],
-            start_new_session=True,
-        )
+        mongo, (mongo_port,) = serve("SecantusDB", 1, lambda ports: [
+            os.path.join(args.venv, "bin", "secantusd-py"), "--host", "127.0.0.1",
+            "--port", str(ports[0]), "--log-level", "WARNING", "--storage-path", ":memory:"])
         procs.append(mongo)
-        wait_listening(mongo_port, mongo, "SecantusDB")
         work = tempfile.mkdtemp(prefix="mc-api-")
         config = os.path.join(work, "course-service.toml")
-        with open(config, "w") as f:
-            f.write(f'listen = "127.0.0.1:{port}"\n[mongodb]\n'
-                    f'uri = "mongodb://127.0.0.1:{mongo_port}/?directConnection=true"\n'
-                    'database = "schemathesis"\n')
+
+        def command(ports):
+            with open(config, "w") as f:
+                f.write(f'listen = "127.0.0.1:{ports[0]}"\n[mongodb]\n'
+                        f'uri = "mongodb://127.0.0.1:{mongo_port}/?directConnection=true"\n'
+                        'database = "schemathesis"\n')
+            return [args.service, "serve", "--config", config]
+
         env = dict(os.environ, MC_ADMIN_TOKEN=TOKEN, RUST_LOG="warn")
-        service = subprocess.Popen([args.service, "serve", "--config", config], env=env,
-                                   start_new_session=True)
+        service, (port,) = serve("course-service", 1, command, deadline=60.0, env=env)
         procs.append(service)
         base = f"http://127.0.0.1:{port}"
         wait_ready(base + "/readyz", service)

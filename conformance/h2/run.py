@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import free_port, stop_all, wait_listening  # noqa: E402
+from common import serve, stop_all  # noqa: E402
 
 REQUESTS = re.compile(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
                       r"(\d+) failed, (\d+) errored, (\d+) timeout")
@@ -40,28 +40,30 @@ def main():
     ap.add_argument("--streams", type=int, default=100)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="h2-"))
-    up, http, https, admin = free_port(), free_port(), free_port(), free_port()
-    (work / "proxy.toml").write_text(
-        f'[listen]\nhttp = "127.0.0.1:{http}"\nhttps = "127.0.0.1:{https}"\n'
-        f'admin = "127.0.0.1:{admin}"\n[tls]\nself_signed = true\n'
-        # Idle pooled upstream connections close after 2 s, so the descriptor count can
-        # come back within the check's deadline (by default they stay for 60 s).
-        # A starved machine (CI, two cores) must not turn 800 concurrent upstream connects
-        # into 502s: the soak is about HTTP/2, not connect latency.
-        '[timeouts]\nidle = "2s"\nconnect = "5s"\n')
-    (work / "upstreams.toml").write_text(
-        f'[pool.main]\nendpoints = [{{ addr = "127.0.0.1:{up}" }}]\n')
     procs = []
     failed = passed = 0
     try:
-        upstream = subprocess.Popen([str(args.bench), "upstream", "--upstreams", "0ms",
-                                     "--port", str(up)], start_new_session=True)
+        upstream, (up,) = serve("the upstream", 1, lambda ports: [
+            str(args.bench), "upstream", "--upstreams", "0ms", "--port", str(ports[0])])
         procs.append(upstream)
-        proxy = subprocess.Popen([str(args.proxy), "--config", str(work / "proxy.toml")],
-                                 env=dict(os.environ, RUST_LOG="error"), start_new_session=True)
+
+        def command(ports):
+            http, https, admin = ports
+            (work / "proxy.toml").write_text(
+                f'[listen]\nhttp = "127.0.0.1:{http}"\nhttps = "127.0.0.1:{https}"\n'
+                f'admin = "127.0.0.1:{admin}"\n[tls]\nself_signed = true\n'
+                # Idle pooled upstream connections close after 2 s, so the descriptor count
+                # can come back within the check's deadline (by default they stay for 60 s).
+                # A starved machine (CI, two cores) must not turn 800 concurrent upstream
+                # connects into 502s: the soak is about HTTP/2, not connect latency.
+                '[timeouts]\nidle = "2s"\nconnect = "5s"\n')
+            (work / "upstreams.toml").write_text(
+                f'[pool.main]\nendpoints = [{{ addr = "127.0.0.1:{up}" }}]\n')
+            return [str(args.proxy), "--config", str(work / "proxy.toml")]
+
+        proxy, (http, https, _) = serve("the proxy", 3, command, ready=1,
+                                        env=dict(os.environ, RUST_LOG="error"))
         procs.append(proxy)
-        wait_listening(up, upstream, "the upstream")
-        wait_listening(https, proxy, "the proxy")
         # Once every worker holds its copy of the listeners (a first request answered on
         # each), the count is the one to come back to.
         subprocess.run(["h2load", "-n", "100", "-c", "4", f"https://127.0.0.1:{https}/"],

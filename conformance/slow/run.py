@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import free_port, listening, stop_all  # noqa: E402
+from common import serve, stop_all  # noqa: E402
 
 ATTACKS = {
     "slow-headers": ["-H", "-i", "5", "-x", "24"],
@@ -100,24 +100,24 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     work = Path(tempfile.mkdtemp(prefix="slow-"))
-    upstream_port, http, admin = free_port(), free_port(), free_port()
-    (work / "proxy.toml").write_text(
-        f'[listen]\nhttp = "127.0.0.1:{http}"\nadmin = "127.0.0.1:{admin}"\n'
-        '[timeouts]\nheader_read = "10s"\nbody_read = "10s"\n')
-    (work / "upstreams.toml").write_text(
-        f'[pool.main]\nendpoints = [{{ addr = "127.0.0.1:{upstream_port}" }}]\n')
     procs = []
     passed = failed = 0
     try:
-        up = subprocess.Popen([str(args.bench), "upstream", "--upstreams", "1ms", "--port",
-                               str(upstream_port)], start_new_session=True)
+        up, (upstream_port,) = serve("the upstream", 1, lambda ports: [
+            str(args.bench), "upstream", "--upstreams", "1ms", "--port", str(ports[0])])
         procs.append(up)
-        proxy = subprocess.Popen([str(args.proxy), "--config", str(work / "proxy.toml")],
-                                 env=dict(os.environ, RUST_LOG="error"), start_new_session=True)
+
+        def command(ports):
+            http, admin = ports
+            (work / "proxy.toml").write_text(
+                f'[listen]\nhttp = "127.0.0.1:{http}"\nadmin = "127.0.0.1:{admin}"\n'
+                '[timeouts]\nheader_read = "10s"\nbody_read = "10s"\n')
+            (work / "upstreams.toml").write_text(
+                f'[pool.main]\nendpoints = [{{ addr = "127.0.0.1:{upstream_port}" }}]\n')
+            return [str(args.proxy), "--config", str(work / "proxy.toml")]
+
+        proxy, (http, _) = serve("the proxy", 2, command, env=dict(os.environ, RUST_LOG="error"))
         procs.append(proxy)
-        if not (wait_until("the upstream", lambda: listening(upstream_port), 20)
-                and wait_until("the proxy", lambda: listening(http), 20)):
-            sys.exit(1)
         url = f"http://127.0.0.1:{http}/"
         measure(args.bench, url, args.rate, 1)  # warm up connections and caches
         for name, flags in ATTACKS.items():

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import free_port, stop_all, wait_listening  # noqa: E402
+from common import serve, stop_all  # noqa: E402
 
 import corpus  # noqa: E402
 
@@ -62,36 +62,41 @@ def statuses(data):
 
 
 
-def start_origin(name, port, log, venv):
+def start_origin(name, log, venv):
+    """One origin server on a free port: the process and its port."""
     env = dict(os.environ, ORIGIN_LOG=str(log), ORIGIN_NAME=name, PYTHONPATH=str(HERE))
-    if name == "stdlib":
-        cmd = [sys.executable, str(HERE / "origins.py"), "stdlib", str(port)]
-    elif name == "gunicorn":
-        cmd = [str(venv / "bin" / "gunicorn"), "--worker-class", "gthread", "--threads", "8",
-               "--workers", "1", "--bind", f"127.0.0.1:{port}", "--log-level", "critical",
-               "origins:app"]
-    else:
-        cmd = [str(venv / "bin" / "waitress-serve"), f"--listen=127.0.0.1:{port}",
-               "--threads=8", "origins:app"]
-    proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_listening(port, proc, name)
-    return proc
+
+    def command(ports):
+        port = ports[0]
+        if name == "stdlib":
+            return [sys.executable, str(HERE / "origins.py"), "stdlib", str(port)]
+        if name == "gunicorn":
+            return [str(venv / "bin" / "gunicorn"), "--worker-class", "gthread", "--threads",
+                    "8", "--workers", "1", "--bind", f"127.0.0.1:{port}", "--log-level",
+                    "critical", "origins:app"]
+        return [str(venv / "bin" / "waitress-serve"), f"--listen=127.0.0.1:{port}",
+                "--threads=8", "origins:app"]
+
+    proc, (port,) = serve(name, 1, command, quiet=True, cwd=HERE, env=env,
+                          stdout=subprocess.DEVNULL)
+    return proc, port
 
 
 def start_proxy(binary, origin_port, workdir):
-    http, admin = free_port(), free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "proxy.toml").write_text(
-        f'[listen]\nhttp = "127.0.0.1:{http}"\nadmin = "127.0.0.1:{admin}"\n'
-        '[timeouts]\nheader_read = "2s"\nbody_read = "2s"\nper_try = "3s"\n')
-    (workdir / "upstreams.toml").write_text(
-        f'[pool.origin]\nendpoints = [{{ addr = "127.0.0.1:{origin_port}" }}]\n'
-        '[pool.origin.health]\ninterval = "60s"\n')
-    proc = subprocess.Popen([str(binary), "--config", str(workdir / "proxy.toml")],
-                            env=dict(os.environ, RUST_LOG="error"), stdout=subprocess.DEVNULL,
-                            start_new_session=True)
-    wait_listening(http, proc, "proxy")
+
+    def command(ports):
+        http, admin = ports
+        (workdir / "proxy.toml").write_text(
+            f'[listen]\nhttp = "127.0.0.1:{http}"\nadmin = "127.0.0.1:{admin}"\n'
+            '[timeouts]\nheader_read = "2s"\nbody_read = "2s"\nper_try = "3s"\n')
+        (workdir / "upstreams.toml").write_text(
+            f'[pool.origin]\nendpoints = [{{ addr = "127.0.0.1:{origin_port}" }}]\n'
+            '[pool.origin.health]\ninterval = "60s"\n')
+        return [str(binary), "--config", str(workdir / "proxy.toml")]
+
+    proc, (http, _) = serve("proxy", 2, command, env=dict(os.environ, RUST_LOG="error"),
+                            stdout=subprocess.DEVNULL)
     return proc, http
 
 
@@ -220,9 +225,9 @@ def main():
     try:
         proxies = {}
         for name in ORIGINS:
-            port = free_port()
             log = work / f"{name}.jsonl"
-            procs.append(start_origin(name, port, log, args.venv.resolve()))
+            origin, port = start_origin(name, log, args.venv.resolve())
+            procs.append(origin)
             proc, http = start_proxy(args.proxy.resolve(), port, work / f"proxy-{name}")
             procs.append(proc)
             proxies[name] = (http, log)

@@ -12,14 +12,13 @@ Usage: run.py --proxy target/debug/proxy [--out DIR]
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import free_port, wait_listening  # noqa: E402
+from common import free_port, serve, stop_all  # noqa: E402
 
 SEVERE = {"LOW", "MEDIUM", "HIGH", "CRITICAL"}
 # Findings about the certificate, not the TLS stack: trust, validity, revocation, CAA.
@@ -36,16 +35,20 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="tls-"))
     out = args.out or work
     out.mkdir(parents=True, exist_ok=True)
-    http, https, admin, upstream = free_port(), free_port(), free_port(), free_port()
-    (work / "proxy.toml").write_text(
-        f'[listen]\nhttp = "127.0.0.1:{http}"\nhttps = "127.0.0.1:{https}"\n'
-        f'admin = "127.0.0.1:{admin}"\n[tls]\nself_signed = true\n')
-    (work / "upstreams.toml").write_text(
-        f'[pool.main]\nendpoints = [{{ addr = "127.0.0.1:{upstream}" }}]\n')
-    proxy = subprocess.Popen([str(args.proxy.resolve()), "--config", str(work / "proxy.toml")],
-                             env=dict(os.environ, RUST_LOG="error"), start_new_session=True)
+    upstream = free_port()  # nothing listens there: testssl.sh never gets past TLS
+
+    def command(ports):
+        http, https, admin = ports
+        (work / "proxy.toml").write_text(
+            f'[listen]\nhttp = "127.0.0.1:{http}"\nhttps = "127.0.0.1:{https}"\n'
+            f'admin = "127.0.0.1:{admin}"\n[tls]\nself_signed = true\n')
+        (work / "upstreams.toml").write_text(
+            f'[pool.main]\nendpoints = [{{ addr = "127.0.0.1:{upstream}" }}]\n')
+        return [str(args.proxy.resolve()), "--config", str(work / "proxy.toml")]
+
+    proxy, (_, https, _) = serve("the proxy", 3, command, ready=1,
+                                 env=dict(os.environ, RUST_LOG="error"))
     try:
-        wait_listening(https, proxy, "the proxy")
         report = out / "testssl.json"
         report.unlink(missing_ok=True)
         subprocess.run(["testssl", "--quiet", "--color", "0", "--warnings", "off",
@@ -53,8 +56,7 @@ def main():
                         f"127.0.0.1:{https}"], stdout=subprocess.DEVNULL, timeout=600)
         findings = json.loads(report.read_text())
     finally:
-        os.killpg(proxy.pid, signal.SIGTERM)
-        proxy.wait(timeout=10)
+        stop_all([proxy])
 
     by_id = {f["id"]: f for f in findings}
     checks = []
