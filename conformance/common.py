@@ -69,13 +69,14 @@ def serve(what, count, command, ready=0, quiet=False, attempts=5, deadline=20.0,
 
 
 def _relay(pipe, said, quiet):
-    for raw in pipe:
-        line = raw.decode(errors="replace")
-        if len(said) < 200:
-            said.append(line)
-        if not quiet:
-            sys.stderr.write(line)
-            sys.stderr.flush()
+    with pipe:
+        for raw in pipe:
+            line = raw.decode(errors="replace")
+            if len(said) < 200:
+                said.append(line)
+            if not quiet:
+                sys.stderr.write(line)
+                sys.stderr.flush()
 
 
 def listening(port):

@@ -116,7 +116,8 @@ def main():
                 f'[pool.main]\nendpoints = [{{ addr = "127.0.0.1:{upstream_port}" }}]\n')
             return [str(args.proxy), "--config", str(work / "proxy.toml")]
 
-        proxy, (http, _) = serve("the proxy", 2, command, env=dict(os.environ, RUST_LOG="error"))
+        proxy, (http, admin) = serve("the proxy", 2, command,
+                                     env=dict(os.environ, RUST_LOG="error"))
         procs.append(proxy)
         url = f"http://127.0.0.1:{http}/"
         measure(args.bench, url, args.rate, 1)  # warm up connections and caches
