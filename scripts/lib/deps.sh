@@ -110,6 +110,17 @@ ensure_origins() {
     || die "pip install gunicorn waitress h2 failed"
 }
 
+# ensure_pyflakes: the checker scripts/test runs over the Python runners (conformance/),
+# which, unlike the Rust, have no compiler to catch a name used and never defined.
+PYFLAKES_VERSION="${PYFLAKES_VERSION:-3.2.0}"
+ensure_pyflakes() {
+  ensure_secantusdb
+  "$VENV/bin/python" -c "import pyflakes" 2>/dev/null && return 0
+  log "installing pyflakes $PYFLAKES_VERSION into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "pyflakes==$PYFLAKES_VERSION" \
+    || die "pip install pyflakes failed"
+}
+
 # ensure_attack_tools: slowhttptest, h2load (nghttp2-client) and testssl.sh, which
 # scripts/conformance runs against the proxy. Required there: one that cannot be installed
 # fails the run.
