@@ -85,6 +85,24 @@ mod tests {
             serde_json::json!([])
         );
         assert!(paths["/api/courses"]["get"].get("security").is_none());
+        // The suggestion is documented, and optional (only a search that finds nothing has
+        // one).
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let listing = schemas
+            .iter()
+            .find(|(name, _)| name.starts_with("Listing"))
+            .map(|(_, s)| s)
+            .expect("a Listing schema");
+        assert!(
+            listing["properties"].get("suggestion").is_some(),
+            "{listing}"
+        );
+        let required = listing["required"].as_array().unwrap();
+        assert!(!required.contains(&"suggestion".into()), "{listing}");
+        assert_eq!(
+            schemas["SuggestedSearch"]["required"],
+            serde_json::json!(["q", "total", "link"])
+        );
         let input = &doc["components"]["schemas"]["CourseInput"];
         assert_eq!(input["properties"]["title"]["maxLength"], 120);
         assert_eq!(

@@ -629,6 +629,39 @@ async fn listing_filters_search_and_sorts() {
 }
 
 #[tokio::test]
+async fn a_misspelt_search_is_answered_with_one_that_finds_courses() {
+    let app = TestApp::spawn().await;
+    catalogue(&app).await;
+
+    let res = app
+        .get("/api/courses?q=Distribted%20Sytems&level=advanced")
+        .await;
+    assert_eq!(res.headers()["x-cache"], "MODEL");
+    let missed: Value = res.json().await.unwrap();
+    assert_eq!(
+        missed["total"], 0,
+        "the listing itself stays a substring search"
+    );
+    assert_eq!(
+        missed["suggestion"],
+        json!({
+            "q": "distributed systems",
+            "total": 1,
+            "link": "/api/courses?q=distributed+systems&level=advanced&sort=-created_at&page=1&per_page=20",
+        })
+    );
+    let link = missed["suggestion"]["link"].as_str().unwrap();
+    assert_eq!(titles(&app.get_json(link).await), ["Distributed Systems"]);
+
+    // A search that finds courses, or that nothing in the catalogue resembles, has none.
+    let found = app.get_json("/api/courses?q=rust").await;
+    assert!(found.get("suggestion").is_none(), "{found}");
+    let nothing = app.get_json("/api/courses?q=xylophone").await;
+    assert_eq!(nothing["total"], 0);
+    assert!(nothing.get("suggestion").is_none(), "{nothing}");
+}
+
+#[tokio::test]
 async fn listing_pages_with_links() {
     let app = TestApp::spawn().await;
     catalogue(&app).await;

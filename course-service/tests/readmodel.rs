@@ -53,7 +53,15 @@ impl Pair {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let body: Value = res.json().await.expect("JSON");
+        let mut body: Value = res.json().await.expect("JSON");
+        // A suggestion is the model's hint beside the listing (the database path has no
+        // vocabulary to offer one); the listing itself must be the same.
+        if let Some(suggestion) = body.as_object_mut().and_then(|b| b.remove("suggestion")) {
+            assert_eq!(
+                body["total"], 0,
+                "{path}: suggested {suggestion} beside a find"
+            );
+        }
         let db: Value = self.database.get(path).await.json().await.expect("JSON");
         ((status, source, body), db)
     }

@@ -133,6 +133,30 @@ async fn browsing_searching_filtering_and_paging_in_chromium_through_the_proxy()
             "RUST"
         );
 
+        // A misspelt search finds nothing and suggests the search that finds the course;
+        // the suggestion is a link to it.
+        fill(&mut browser, "#q", "ownrship").await;
+        click(&mut browser, "#filters button[type=submit]").await;
+        browser
+            .wait_for(
+                "the suggestion",
+                "!document.getElementById('suggestion').hidden",
+            )
+            .await;
+        assert_eq!(browser.texts("#status").await, ["0 courses"]);
+        assert_eq!(browser.texts("#suggestion-link").await, ["ownership"]);
+        assert_eq!(browser.texts("#suggestion-count").await, ["(1 course)"]);
+        click(&mut browser, "#suggestion-link").await;
+        wait_for_titles(&mut browser, "the suggested search's results", 1).await;
+        assert_eq!(browser.texts("#courses li h2").await, ["Ownership in Rust"]);
+        assert_eq!(browser.eval("location.search").await, "?q=ownership");
+        assert!(
+            browser
+                .eval("document.getElementById('suggestion').hidden")
+                .await
+                == json!(true)
+        );
+
         click(&mut browser, "#clear").await;
         wait_for_titles(&mut browser, "the unfiltered list", 20).await;
 

@@ -86,6 +86,7 @@ async function load() {
   }
   state.page = listing;
   render(listing);
+  showSuggestion(query, listing.suggestion);
   const stale = res.headers.get("x-cache") === "STALE";
   const count = listing.total === 1 ? "1 course" : `${listing.total} courses`;
   setStatus(stale ? `${count} (the catalogue is catching up; this list may be a little old)` : count);
@@ -99,6 +100,25 @@ function render(listing) {
   $("page-info").textContent = `Page ${listing.page} of ${listing.pages}`;
   $("prev").disabled = !listing.links.prev;
   $("next").disabled = !listing.links.next;
+}
+
+// A search that found nothing: the one the API suggests instead (misspelt words corrected),
+// as a link to that listing.
+function showSuggestion(query, suggestion) {
+  $("suggestion").hidden = !suggestion;
+  if (!suggestion) return;
+  const instead = new URLSearchParams(query);
+  instead.set("q", suggestion.q);
+  instead.delete("page");
+  const link = $("suggestion-link");
+  link.textContent = suggestion.q;
+  link.href = `?${instead}`;
+  link.onclick = (event) => {
+    event.preventDefault();
+    navigate(instead);
+  };
+  const count = suggestion.total === 1 ? "1 course" : `${suggestion.total} courses`;
+  $("suggestion-count").textContent = `(${count})`;
 }
 
 function el(tag, className, text) {

@@ -16,6 +16,10 @@
 //! them (one substring check per kept text), so a repeated search costs a lookup even while
 //! writes flow.
 //!
+//! A search that finds nothing is answered with a suggestion when one finds courses: its
+//! words no course has, replaced by the closest words of the catalogue's [`Vocabulary`]
+//! (`super::suggest`).
+//!
 //! A page is then either a walk of the ordered set (skipping courses the filter drops), or,
 //! when the filter keeps few courses, a partial sort of just those: whichever touches fewer.
 
@@ -27,6 +31,7 @@ use memchr::memmem;
 use mongodb::bson::oid::ObjectId;
 use roaring::RoaringBitmap;
 
+use super::suggest::{words, Vocabulary};
 use crate::model::{Course, CourseDoc, Level};
 use crate::query::{ListQuery, SORTABLE};
 
@@ -136,6 +141,15 @@ fn level_slot(level: Level) -> usize {
 pub struct Page {
     pub items: Vec<Arc<Course>>,
     pub total: u64,
+    /// For a search that finds nothing: another one that finds courses.
+    pub suggestion: Option<Suggestion>,
+}
+
+/// A search text to try instead, and how many courses it finds (with the same filters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suggestion {
+    pub q: String,
+    pub total: u64,
 }
 
 /// Every course, indexed for the listing queries. Not synchronised: the read model holds it
@@ -150,16 +164,20 @@ pub struct Index {
     levels: [RoaringBitmap; Level::ALL.len()],
     /// Ordered, so the windows a short search begins are one range.
     grams: BTreeMap<[u8; 3], RoaringBitmap>,
+    /// The words of every course's text, for suggestions.
+    words: Vocabulary,
     all: RoaringBitmap,
     /// Behind a mutex: reads (which hold the index shared) fill it.
     searches: Mutex<Searches>,
 }
 
-/// The matches of recent search texts (lower-cased), oldest first in `order`.
+/// The matches of recent search texts (lower-cased), oldest first in `order`, and the
+/// corrections found for recent searches that matched nothing (until the next change).
 #[derive(Default)]
 struct Searches {
     results: HashMap<Box<str>, (memmem::Finder<'static>, Arc<RoaringBitmap>)>,
     order: VecDeque<Box<str>>,
+    corrections: HashMap<Box<str>, Option<String>>,
 }
 
 impl Searches {
@@ -183,6 +201,8 @@ impl Searches {
 
     /// The course in `slot` now has `text` (`None`: it is gone).
     fn changed(&mut self, slot: u32, text: Option<&str>) {
+        // The catalogue's words may have changed: corrections are worked out again.
+        self.corrections.clear();
         for (finder, found) in self.results.values_mut() {
             let matches = text.is_some_and(|t| finder.find(t.as_bytes()).is_some());
             if matches != found.contains(slot) {
@@ -277,6 +297,7 @@ impl Index {
             self.tags.entry(tag.clone()).or_default().insert(slot);
         }
         self.levels[level_slot(entry.level)].insert(slot);
+        self.words.add(&entry.text);
         if grams {
             for gram in trigrams(&entry.text) {
                 self.grams.entry(gram).or_default().insert(slot);
@@ -311,6 +332,7 @@ impl Index {
             remove_from(&mut self.tags, tag.as_str(), slot);
         }
         self.levels[level_slot(entry.level)].remove(slot);
+        self.words.remove(&entry.text);
         for gram in trigrams(&entry.text) {
             if let Some(set) = self.grams.get_mut(&gram) {
                 set.remove(slot);
@@ -341,6 +363,7 @@ impl Index {
             return Page {
                 items: Vec::new(),
                 total,
+                suggestion: (total == 0).then(|| self.suggest(q)).flatten(),
             };
         }
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
@@ -367,7 +390,66 @@ impl Index {
                 .map(|slot| self.entry(slot).course.clone())
                 .collect(),
             total,
+            suggestion: None,
         }
+    }
+
+    /// For `q`'s search text, another that finds courses with `q`'s filters, if there is
+    /// one (see `super::suggest`).
+    fn suggest(&self, q: &ListQuery) -> Option<Suggestion> {
+        let needle = q.q.as_deref()?.to_lowercase();
+        let searches = || {
+            self.searches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let kept = searches().corrections.get(needle.as_str()).cloned();
+        let corrected = match kept {
+            Some(corrected) => corrected?,
+            None => {
+                let corrected = self.correct(&needle);
+                let mut searches = searches();
+                if searches.corrections.len() >= SEARCHES_KEPT {
+                    searches.corrections.clear();
+                }
+                searches
+                    .corrections
+                    .insert(needle.into(), corrected.clone());
+                corrected?
+            }
+        };
+        let instead = ListQuery {
+            q: Some(corrected),
+            ..q.clone()
+        };
+        let total = self.matching(&instead).map_or(0, |m| m.len());
+        (total > 0).then(|| Suggestion {
+            q: instead.q.unwrap_or_default(),
+            total,
+        })
+    }
+
+    /// `needle` with each word no course contains replaced by the catalogue's closest word;
+    /// `None` when no word was replaced.
+    fn correct(&self, needle: &str) -> Option<String> {
+        let mut corrected = String::with_capacity(needle.len());
+        let mut copied = 0;
+        for (at, word) in words(needle) {
+            // A word of the catalogue, or part of one (a word still being typed), stands.
+            if self.words.contains(word) || !self.find(word).is_empty() {
+                continue;
+            }
+            if let Some(closest) = self.words.closest(word) {
+                corrected.push_str(&needle[copied..at]);
+                corrected.push_str(closest);
+                copied = at + word.len();
+            }
+        }
+        if copied == 0 {
+            return None;
+        }
+        corrected.push_str(&needle[copied..]);
+        Some(corrected)
     }
 
     /// Slots in the order of sort `position`.
@@ -682,6 +764,47 @@ mod tests {
         assert_eq!(titles(&list(&built, "q=banana")), ["Banana Bread Basics"]);
         assert_eq!(list(&built, "q=aaa").total, 1);
         assert_eq!(list(&built, "q=zz").total, 0);
+    }
+
+    fn suggested(index: &Index, raw: &str) -> Option<(String, u64)> {
+        list(index, raw).suggestion.map(|s| (s.q, s.total))
+    }
+
+    #[test]
+    fn a_search_that_finds_nothing_suggests_one_that_does() {
+        let mut index = sample();
+        // A swap, a missing letter, an extra one, a wrong one; other case; accents.
+        assert_eq!(suggested(&index, "q=Rsut"), Some(("rust".into(), 2)));
+        assert_eq!(suggested(&index, "q=basis"), Some(("basics".into(), 1)));
+        assert_eq!(
+            suggested(&index, "q=asyncc+rust"),
+            Some(("async rust".into(), 1))
+        );
+        assert_eq!(suggested(&index, "q=creme"), Some(("crème".into(), 1)));
+        // Only the misspelt word changes; the filters stay and count.
+        assert_eq!(
+            suggested(&index, "q=rust+basicz&level=beginner"),
+            Some(("rust basics".into(), 1))
+        );
+        assert_eq!(
+            suggested(&index, "q=rsut&tag=go"),
+            None,
+            "no Go course has rust"
+        );
+        // A search that finds courses, or part of a word, gets none; nor does gibberish, or
+        // a word of two letters.
+        assert_eq!(suggested(&index, "q=rust"), None);
+        assert_eq!(suggested(&index, "q=bas"), None);
+        assert_eq!(suggested(&index, "q=qwxz"), None);
+        assert_eq!(suggested(&index, "q=gx"), None);
+        // Every word exists, the phrase does not: no word to correct.
+        assert_eq!(suggested(&index, "q=go+rust"), None);
+        // The vocabulary follows changes, and so do corrections already worked out.
+        assert_eq!(suggested(&index, "q=tuor"), Some(("tour".into(), 1)));
+        index.remove(&ObjectId::from_bytes([3; 12]));
+        assert_eq!(suggested(&index, "q=tuor"), None);
+        index.upsert(doc(5, "Tour de Rust", &["rust"], Level::Beginner, 100));
+        assert_eq!(suggested(&index, "q=tuor"), Some(("tour".into(), 1)));
     }
 
     #[test]

@@ -21,13 +21,18 @@
 //!   the writer's next read through the same instance sees it; the other instances see it as
 //!   soon as their stream delivers the event.
 //!
+//! - **Suggestions.** A search that finds nothing gets another that finds courses, its
+//!   misspelt words replaced by the catalogue's closest ones (`suggest`): a hint beside the
+//!   listing, which itself stays the database's answer.
+//!
 //! The database stays the source of truth; `course-service/tests/readmodel.rs` checks that
 //! every query is answered the same from both, after restarts, missed events and concurrent
 //! writes.
 
 mod index;
+mod suggest;
 
-pub use self::index::{Index, Page};
+pub use self::index::{Index, Page, Suggestion};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};

@@ -16,7 +16,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{AdminAuth, IfMatch, JsonBody};
 use crate::model::{Course, CourseDoc, CourseInput, CoursePatch, Draft, Level};
 use crate::query::{ListQuery, QueryError};
-use crate::readmodel::Page;
+use crate::readmodel::{Page, Suggestion};
 use crate::store::{parse_id, Conditional, StoreError};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -106,6 +106,21 @@ pub struct Listing<T> {
     /// Number of pages (at least 1, so `last` is always a valid page).
     pub pages: u64,
     pub links: Links,
+    /// For a search that finds nothing: a search that finds courses, its misspelt words
+    /// replaced by the catalogue's closest ones. Offered by the read model only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<SuggestedSearch>,
+}
+
+/// A search to try instead.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SuggestedSearch {
+    /// The search text (lower-cased).
+    pub q: String,
+    /// Courses it finds, with the same filters.
+    pub total: u64,
+    /// Its first page, in canonical parameter order.
+    pub link: String,
 }
 
 /// Relative links to the neighbouring pages, in canonical parameter order.
@@ -120,7 +135,12 @@ pub struct Links {
 }
 
 impl<T: Serialize> Listing<T> {
-    fn new(query: &ListQuery, items: Vec<T>, total: u64) -> Listing<T> {
+    fn new(
+        query: &ListQuery,
+        items: Vec<T>,
+        total: u64,
+        suggestion: Option<&Suggestion>,
+    ) -> Listing<T> {
         let pages = total.div_ceil(u64::from(query.per_page)).max(1);
         let last = u32::try_from(pages).unwrap_or(u32::MAX);
         let link = |page: u32| format!("{COLLECTION_PATH}?{}", query.with_page(page));
@@ -131,6 +151,18 @@ impl<T: Serialize> Listing<T> {
             prev: (query.page > 1).then(|| link((query.page - 1).min(last))),
             next: (query.page < last).then(|| link(query.page + 1)),
         };
+        let suggestion = suggestion.map(|s| {
+            let instead = ListQuery {
+                q: Some(s.q.clone()),
+                page: 1,
+                ..query.clone()
+            };
+            SuggestedSearch {
+                q: s.q.clone(),
+                total: s.total,
+                link: format!("{COLLECTION_PATH}?{}", instead.canonical()),
+            }
+        });
         Listing {
             items,
             total,
@@ -138,6 +170,7 @@ impl<T: Serialize> Listing<T> {
             per_page: query.per_page,
             pages,
             links,
+            suggestion,
         }
     }
 
@@ -151,7 +184,7 @@ impl<T: Serialize> Listing<T> {
 /// A page of the read model as the listing body.
 fn render_page(query: &ListQuery, page: &Page) -> Result<Cached, ApiError> {
     let items: Vec<&Course> = page.items.iter().map(|c| &**c).collect();
-    Listing::new(query, items, page.total)
+    Listing::new(query, items, page.total, page.suggestion.as_ref())
         .render()
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
@@ -230,7 +263,7 @@ pub async fn list(
         .get_or_load(&key, || async move {
             let (docs, total) = store.list(&db_query).await?;
             let items = docs.into_iter().map(Course::from).collect();
-            Ok(Listing::new(&db_query, items, total).render()?)
+            Ok(Listing::new(&db_query, items, total, None).render()?)
         })
         .await;
     match loaded {
