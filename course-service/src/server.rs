@@ -7,6 +7,15 @@
 //! not of whichever worker the public port hands a connection to). Run alone, `serve` binds
 //! its `listen` address itself.
 //!
+//! Start: the public port takes traffic once the read model answers reads (or its first
+//! load failed, or `read_model.startup_wait` passed), so no request meets an instance that
+//! could only ask a database that needs seconds per query at 100 000 courses. Run alone, the
+//! port is bound at once (a port in use is an error at once) but listens only then: until
+//! then connections are refused, and a proxy sends them to another instance at once. Under
+//! `cluster`, the supervisor's shared socket holds them in its backlog until this worker
+//! accepts, and the supervisor's readiness probes on the private port are answered from the
+//! start.
+//!
 //! Drain on SIGTERM (zero lost requests through a deploy):
 //! 1. stop accepting on the public port (a shared socket's backlog goes to the worker that
 //!    replaces this one; a socket of our own is closed, so connects are refused and a proxy
@@ -45,8 +54,8 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// The sockets handed over by a supervisor (`LISTEN_FDS`), else `listen` bound here.
-    pub async fn take_or_bind(listen: SocketAddr) -> Result<Listeners, String> {
+    /// The sockets handed over by a supervisor (`LISTEN_FDS`), if any.
+    pub fn inherited() -> Result<Option<Listeners>, String> {
         let mut passed = listenfd::ListenFd::from_env();
         let inherited =
             |i: usize, passed: &mut listenfd::ListenFd| -> Result<Option<TcpListener>, String> {
@@ -61,18 +70,29 @@ impl Listeners {
                     .map(Some)
                     .map_err(|e| format!("listening socket {i} from the supervisor: {e}"))
             };
-        if let Some(public) = inherited(0, &mut passed)? {
-            let private = inherited(1, &mut passed)?;
-            return Ok(Listeners { public, private });
-        }
-        let public = TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        Ok(Listeners {
-            public,
-            private: None,
-        })
+        let Some(public) = inherited(0, &mut passed)? else {
+            return Ok(None);
+        };
+        let private = inherited(1, &mut passed)?;
+        Ok(Some(Listeners { public, private }))
     }
+}
+
+/// Connections the kernel completes and holds for a public port of our own (`std` uses 128).
+const PUBLIC_BACKLOG: u32 = 1024;
+
+/// `listen` bound, not listening yet: the port is ours, and connections are refused.
+fn reserve(listen: SocketAddr) -> Result<tokio::net::TcpSocket, String> {
+    let cannot = |e: io::Error| format!("cannot listen on {listen}: {e}");
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(cannot)?;
+    socket.set_reuseaddr(true).map_err(cannot)?;
+    socket.bind(listen).map_err(cannot)?;
+    Ok(socket)
 }
 
 /// Runs one instance until `shutdown` completes, then drains (see the module doc).
@@ -83,31 +103,72 @@ pub async fn run(
     let client = store::connect(&config)
         .await
         .map_err(|e| format!("cannot set up the MongoDB client: {e}"))?;
-    let listeners = Listeners::take_or_bind(config.listen).await?;
+    let inherited = Listeners::inherited()?;
+    let own = match inherited {
+        Some(_) => None,
+        None => Some(reserve(config.listen)?),
+    };
     let state = AppState::new(&config, &client)?;
     let mut background = state.spawn_followers();
     background.push(tokio::spawn(state.clone().ensure_indexes_until_done()));
     if state.admin_token.is_none() {
         tracing::warn!("MC_ADMIN_TOKEN is not set: every write will be refused with 403");
     }
-    tracing::info!(
-        listen = %listeners.public.local_addr().map_or(config.listen, |a| a),
-        private = ?listeners.private.as_ref().and_then(|l| l.local_addr().ok()),
-        database = %config.database,
-        "course-service ready to accept"
-    );
     // A worker of `cluster` (it has the private port) also stops when its supervisor is gone.
-    let parent = listeners
-        .private
-        .is_some()
-        .then(std::os::unix::process::parent_id);
-    let shutdown = async move {
+    let parent = inherited
+        .as_ref()
+        .and_then(|l| l.private.as_ref())
+        .map(|_| std::os::unix::process::parent_id());
+    let mut shutdown = std::pin::pin!(async move {
         tokio::select! {
             () = shutdown => {}
             () = supervisor_gone(parent) => {}
         }
+    });
+    let model = state.model.clone();
+    let startup_wait = config.startup_wait;
+    let (listeners, opens) = match (inherited, own) {
+        (Some(listeners), _) => (listeners, Some(model)),
+        (None, Some(socket)) => {
+            tokio::select! {
+                () = model.started(startup_wait) => {}
+                () = &mut shutdown => {
+                    tracing::info!("stopped while starting");
+                    return stop(background, client).await;
+                }
+            }
+            let public = socket
+                .listen(PUBLIC_BACKLOG)
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            let listeners = Listeners {
+                public,
+                private: None,
+            };
+            (listeners, None)
+        }
+        (None, None) => unreachable!("a socket is reserved when none is inherited"),
     };
-    serve(listeners, state, &config, shutdown).await;
+    tracing::info!(
+        listen = %listeners.public.local_addr().map_or(config.listen, |a| a),
+        private = ?listeners.private.as_ref().and_then(|l| l.local_addr().ok()),
+        database = %config.database,
+        read_model = if state.model.is_following() { "following" } else { "not following yet" },
+        "course-service ready to accept"
+    );
+    let opens = async move {
+        if let Some(model) = opens {
+            model.started(startup_wait).await;
+        }
+    };
+    serve(listeners, state, &config, opens, shutdown).await;
+    stop(background, client).await
+}
+
+/// Ends the background tasks, then the client.
+async fn stop(
+    background: Vec<tokio::task::JoinHandle<()>>,
+    client: mongodb::Client,
+) -> Result<(), String> {
     // The client's shutdown waits for every cursor (the change stream's too) to be dropped.
     for task in background {
         task.abort();
@@ -137,12 +198,14 @@ async fn supervisor_gone(parent: Option<u32>) {
 
 /// Serves until `shutdown`, then drains: stop accepting, [`DRAIN_NOTICE`] of
 /// `Connection: close` answers, then close idle connections and wait (bounded by
-/// `http.shutdown_grace`) for the requests in flight.
+/// `http.shutdown_grace`) for the requests in flight. The public listener accepts once
+/// `opens` resolves; the private one at once.
 pub async fn serve(
     listeners: Listeners,
     state: AppState,
     config: &Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    opens: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send,
 ) {
     let app = router(state.clone(), config.request_timeout);
     // Turns true when accepting stops; the servers' graceful shutdown follows the notice.
@@ -154,6 +217,7 @@ pub async fn serve(
     let public = axum::serve(
         Gate {
             inner: Some(listeners.public),
+            opens: Some(Box::pin(opens)),
             stop: accepting,
         },
         app.clone(),
@@ -207,6 +271,8 @@ pub async fn serve(
 /// them; one of our own is closed, so new connections are refused rather than left waiting).
 struct Gate {
     inner: Option<TcpListener>,
+    /// Waited for before the first accept (see the module doc's Start).
+    opens: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -223,10 +289,21 @@ impl axum::serve::Listener for Gate {
             let stopped = async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             };
-            let accepted = tokio::select! {
-                biased;
-                () = stopped => None,
-                accepted = inner.accept() => Some(accepted),
+            let accepted = if let Some(opens) = &mut self.opens {
+                tokio::select! {
+                    biased;
+                    () = stopped => None,
+                    () = opens => {
+                        self.opens = None;
+                        continue;
+                    }
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    () = stopped => None,
+                    accepted = inner.accept() => Some(accepted),
+                }
             };
             match accepted {
                 None => self.inner = None,

@@ -354,6 +354,126 @@ fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
     assert!(status.unwrap().success(), "exit status {status:?}");
 }
 
+// ===== start =====
+
+/// `GET /api/courses?per_page=1` on `port`: the status and `X-Cache`, or `None` if the
+/// connection is refused (or closed unanswered).
+fn first_listing(port: u16) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = "GET /api/courses?per_page=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    s.write_all(req.as_bytes()).ok()?;
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer.get(9..12)?.parse().ok()?;
+    let source = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("x-cache:"))
+        .map(|l| l["x-cache:".len()..].trim().to_owned())
+        .unwrap_or_default();
+    Some((status, source))
+}
+
+/// Starts `args` (a `serve` or a one-instance `cluster` on `port`) on a database whose
+/// catalogue load is held back 4 s, and returns the first listing it answers.
+async fn first_answer_while_loading(args: &[&str], port: u16) -> (u16, String) {
+    let server = support::MongoServer::start();
+    let db = unique_db("start");
+    let config = temp_file(
+        &format!("{db}.toml"),
+        // Without the cache, the load's is the only `getMore` the fail point can meet.
+        &format!("[mongodb]\ndatabase = \"{db}\"\n[cache]\nenabled = false\n"),
+    );
+    let (ok, _, err) = run_on_server(&server.uri(), &config, &["generate", "2500"]);
+    assert!(ok, "{err}");
+    // The load's second batch is held back 4 s.
+    server
+        .fail_next(
+            &["getMore"],
+            1,
+            mongodb::bson::doc! { "blockConnection": true, "blockTimeMS": 4000 },
+        )
+        .await;
+    let _running = Running(
+        course_service_on(&server.uri())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = None;
+    wait_until("a first answer", Duration::from_secs(40), || {
+        first = first_listing(port);
+        first.is_some()
+    });
+    first.unwrap()
+}
+
+/// `course-service ARGS --config CONFIG` against the database server at `uri`.
+fn run_on_server(uri: &str, config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = course_service_on(uri)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_starting_instance_answers_its_first_request_from_its_catalogue_in_memory() {
+    // Run alone: connections are refused until the model follows (a proxy sends them to
+    // another instance at once), never answered from a database that may need seconds.
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let first = first_answer_while_loading(&["serve", "--listen", &listen], port).await;
+    assert_eq!(first, (200, "MODEL".into()));
+    // Under the supervisor, whose socket never refuses: the connection waits in the
+    // backlog until the worker's model follows.
+    let base = shared::testbed::free_port();
+    let first = first_answer_while_loading(
+        &[
+            "cluster",
+            "--instances",
+            "1",
+            "--base-port",
+            &base.to_string(),
+        ],
+        base,
+    )
+    .await;
+    assert_eq!(first, (200, "MODEL".into()));
+}
+
+#[test]
+fn a_starting_instance_whose_database_is_down_takes_traffic_to_say_so() {
+    // The first attempt to load fails (server selection, 2 s): the port opens well before
+    // `read_model.startup_wait` (30 s), and reads are refused with 503, not left hanging.
+    let dead = format!("mongodb://127.0.0.1:{}/", support::free_port());
+    let port = support::free_port();
+    let _running = Running(
+        course_service_on(&dead)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--config")
+            .arg(config_for(&unique_db("start-dead")))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = None;
+    wait_until("a first answer", Duration::from_secs(20), || {
+        first = first_listing(port);
+        first.is_some()
+    });
+    assert_eq!(first.unwrap().0, 503);
+}
+
 // ===== cluster =====
 
 /// Polls `cond` until it holds (true) or `deadline` passes (false), for a test that says

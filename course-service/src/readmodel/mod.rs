@@ -88,6 +88,9 @@ struct Shared {
     lost_at: Mutex<Option<Instant>>,
     /// It has been loaded at least once (its content can be served as stale).
     loaded: AtomicBool,
+    /// The start is over: the model followed for the first time, or its first attempt to
+    /// load failed (see [`ReadModel::started`]).
+    started: watch::Sender<bool>,
     /// A read found the database unreachable while the model was not following: until the
     /// model follows again, reads are answered from it as stale without asking the database
     /// again (each asking would cost the server-selection timeout).
@@ -115,6 +118,7 @@ impl ReadModel {
                 following: AtomicBool::new(false),
                 lost_at: Mutex::new(None),
                 loaded: AtomicBool::new(false),
+                started: watch::channel(false).0,
                 unreachable: AtomicBool::new(false),
                 metrics: metrics.clone(),
             }),
@@ -129,6 +133,25 @@ impl ReadModel {
     /// traffic with its catalogue in memory.
     pub fn is_loaded(&self) -> bool {
         !self.shared.enabled || self.shared.loaded.load(Ordering::Acquire)
+    }
+
+    /// Resolves when a starting instance should take traffic: once its model answers reads,
+    /// or once its first attempt to load has failed (the database is unreachable or too
+    /// slow: the instance then serves what it can without the model, as before it had one),
+    /// or after `wait`. At once when the model is disabled.
+    pub async fn started(&self, wait: Duration) {
+        if !self.shared.enabled {
+            return;
+        }
+        let mut started = self.shared.started.subscribe();
+        let _ = tokio::time::timeout(wait, started.wait_for(|s| *s)).await;
+    }
+
+    /// The first attempt is over, whichever way (see [`ReadModel::started`]).
+    fn start_over(&self) {
+        self.shared
+            .started
+            .send_if_modified(|s| !std::mem::replace(s, true));
     }
 
     /// Reads are being answered from the model.
@@ -226,6 +249,7 @@ impl ReadModel {
         let was = self.shared.following.swap(following, Ordering::AcqRel);
         if following {
             self.shared.unreachable.store(false, Ordering::Release);
+            self.start_over();
         }
         self.shared
             .metrics
@@ -266,6 +290,7 @@ impl ReadModel {
                 Ok(Ok(stream)) => stream,
                 Err(silent) => {
                     backoff.report(&silent, "cannot open the change stream");
+                    self.start_over();
                     backoff.wait().await;
                     continue;
                 }
@@ -277,6 +302,7 @@ impl ReadModel {
                     } else {
                         backoff.report(&e, "cannot open the change stream");
                     }
+                    self.start_over();
                     backoff.wait().await;
                     continue;
                 }
@@ -286,6 +312,7 @@ impl ReadModel {
                 // the read is replayed from it afterwards.
                 if let Err(e) = self.load(&store, reason).await {
                     backoff.report(&e, "cannot load the catalogue");
+                    self.start_over();
                     backoff.wait().await;
                     continue;
                 }

@@ -505,7 +505,8 @@ impl AppBuilder {
                 public: listener,
                 private: None,
             };
-            server::serve(listeners, state, &config, async {
+            // Opens at once: the model (when the database is up) follows already, above.
+            server::serve(listeners, state, &config, std::future::ready(()), async {
                 let _ = stopped.await;
             })
             .await;
