@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::load::{open_loop_mixed, Stats};
 use crate::scenarios::{Options, Outcome, Row};
-use crate::service::{Backing, TOKEN};
+use crate::service::{Backing, Catalogue, TOKEN};
 use crate::systems::{self, on_path, spawn, workdir, System, Tuning};
 
 /// Requests per second, reads and writes together, before `--rate-scale`: 15 writes a
@@ -46,7 +46,9 @@ enum Kind {
     Nginx,
 }
 
-pub async fn deploy(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
+/// `catalogue`: what the database holds (the shipped 50 courses, or `--courses N`
+/// generated: the same drill at scale).
+pub async fn deploy(opts: &Options, catalogue: Catalogue, progress: &dyn Fn(&str)) -> Outcome {
     let mut outcome = Outcome::default();
     if !opts.service_bin.is_file() {
         outcome.skipped.push(format!(
@@ -56,7 +58,7 @@ pub async fn deploy(opts: &Options, progress: &dyn Fn(&str)) -> Outcome {
         return outcome;
     }
     progress("deploy: starting SecantusDB, seeding");
-    let backing = match Backing::start(&opts.service_bin) {
+    let backing = match Backing::start_with(&opts.service_bin, catalogue) {
         Ok(b) => b,
         Err(e) => {
             outcome.skipped.push(format!("deploy: {e}"));
@@ -93,7 +95,8 @@ async fn run_one(
         &opts.service_bin,
         backing,
         "[mongodb]\ndatabase = \"bench\"\n",
-        Duration::from_secs(30),
+        // Three instances load 100 000 courses in about 15 s.
+        Duration::from_secs(90),
     )?;
     let addrs = cluster.1.clone();
     let cluster = cluster.0;

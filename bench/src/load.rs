@@ -297,6 +297,7 @@ pub async fn wrk(label: &str, url: &str, connections: usize, duration: Duration)
     if let Some(pid) = pid {
         crate::reaper::untrack(pid);
     }
+    let _ = std::fs::remove_file(&script);
     let output = output.ok()?;
     eprint!("\r\x1b[K");
     let text = String::from_utf8_lossy(&output.stdout);

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bench::report;
 use bench::scenarios::{self, Failure, Options, Outcome};
+use bench::service::Catalogue;
 use bench::upstream::Profile;
 use clap::{Parser, ValueEnum};
 
@@ -22,7 +23,8 @@ enum Scenario {
     /// Cached vs uncached listing through the real course-service; write-to-visible delay.
     Cache,
     /// Reads and writes through each proxy while the instances are reloaded one by one, one
-    /// is killed, and the proxy restarts its own binary.
+    /// is killed, and the proxy restarts its own binary (`--courses N`: on N generated
+    /// courses instead of the 50 shipped).
     Deploy,
     /// Reads at 2000 req/s through our proxy while 0, 1 and 10 writes a second flow, with
     /// 1k, 10k and 100k courses (memory cache; Redis at the largest size).
@@ -81,8 +83,9 @@ struct Cli {
     /// per concurrent request.
     #[arg(long)]
     connections: Option<usize>,
-    /// `catalogue`: the catalogue sizes (the largest runs again with Redis).
-    #[arg(long, value_delimiter = ',', default_values_t = bench::catalogue::SIZES)]
+    /// `catalogue`: the catalogue sizes (default 1000,10000,100000; the largest runs again
+    /// with Redis). `deploy`: generate this many courses instead of the 50 shipped ones.
+    #[arg(long, value_delimiter = ',')]
     courses: Vec<usize>,
     #[arg(long, hide = true, default_value_t = 0)]
     port: u16,
@@ -238,10 +241,19 @@ async fn run(
         add(scenarios::cache(opts, &progress).await);
     }
     if wanted(Scenario::Deploy) {
-        add(bench::deploy::deploy(opts, &progress).await);
+        let catalogue = courses
+            .iter()
+            .max()
+            .map_or(Catalogue::Shipped, |&n| Catalogue::Generated(n));
+        add(bench::deploy::deploy(opts, catalogue, &progress).await);
     }
     if wanted(Scenario::Catalogue) {
-        add(bench::catalogue::catalogue_with(opts, courses, &progress).await);
+        let sizes = if courses.is_empty() {
+            &bench::catalogue::SIZES[..]
+        } else {
+            courses
+        };
+        add(bench::catalogue::catalogue_with(opts, sizes, &progress).await);
     }
     if wanted(Scenario::Custom) {
         add(scenarios::balancing("custom", custom, rate, opts, &progress).await);

@@ -122,8 +122,10 @@ impl Backing {
             .arg(&config)
             .env("MONGODB_URI", &mongodb_uri)
             .env_remove("REDIS_URL")
-            .output()
-            .map_err(|e| format!("{}: cannot run: {e}", service_bin.display()))?;
+            .output();
+        // Only the seeding used it: nothing the harness starts outlives the run, files neither.
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = out.map_err(|e| format!("{}: cannot run: {e}", service_bin.display()))?;
         if !out.status.success() {
             return Err(format!(
                 "seeding failed: {}",

@@ -452,7 +452,7 @@ async fn deploy_reloads_kills_and_restarts_with_no_failed_request_through_ours()
     // Long enough for the reload, the kill and the proxy restart to land inside the run.
     opts.duration = Duration::from_secs(4);
     opts.rate_scale = 0.6;
-    let outcome = bench::deploy::deploy(&opts, &|_| {}).await;
+    let outcome = bench::deploy::deploy(&opts, bench::service::Catalogue::Shipped, &|_| {}).await;
     let rows = ours(&outcome);
     let names: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
     assert_eq!(
