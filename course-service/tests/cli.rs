@@ -411,8 +411,13 @@ async fn first_answer_while_loading(args: &[&str], port: u16) -> (u16, String) {
     first.unwrap()
 }
 
-/// `course-service ARGS --config CONFIG` against the database server at `uri`.
-fn run_on_server(uri: &str, config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+/// `course-service ARGS --config CONFIG` against the database server at `uri`: (success,
+/// stdout, stderr).
+fn run_on_server<S: AsRef<std::ffi::OsStr>>(
+    uri: &str,
+    config: &std::path::Path,
+    args: &[S],
+) -> (bool, String, String) {
     let out = course_service_on(uri)
         .args(args)
         .arg("--config")
@@ -788,17 +793,7 @@ fn a_sighup_reload_replaces_every_worker_without_refusing_or_failing_a_request()
 
 /// Runs `course-service ARGS --config <db's config>`; returns (success, stdout, stderr).
 fn run_on(db: &str, args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let out = course_service()
-        .args(args)
-        .arg("--config")
-        .arg(config_for(db))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    run_on_server(&mongo().uri(), &config_for(db), args)
 }
 
 #[tokio::test]
