@@ -153,12 +153,13 @@ pub async fn run(
         private = ?listeners.private.as_ref().and_then(|l| l.local_addr().ok()),
         database = %config.database,
         read_model = if state.model.is_following() { "following" } else { "not following yet" },
-        "course-service ready to accept"
+        "course-service listening"
     );
     let opens = async move {
         if let Some(model) = opens {
             model.started(startup_wait).await;
         }
+        tracing::info!("course-service ready to accept");
     };
     serve(listeners, state, &config, opens, shutdown).await;
     stop(background, client).await
