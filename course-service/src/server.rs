@@ -78,6 +78,14 @@ impl Listeners {
     }
 }
 
+/// Where the public port comes from.
+enum Public {
+    /// The supervisor's sockets: accepting waits for the model (see the module doc's Start).
+    Inherited(Listeners),
+    /// Our own, bound and not listening until the model follows.
+    Own(tokio::net::TcpSocket),
+}
+
 /// Connections the kernel completes and holds for a public port of our own (`std` uses 128).
 const PUBLIC_BACKLOG: u32 = 1024;
 
@@ -103,10 +111,10 @@ pub async fn run(
     let client = store::connect(&config)
         .await
         .map_err(|e| format!("cannot set up the MongoDB client: {e}"))?;
-    let inherited = Listeners::inherited()?;
-    let own = match inherited {
-        Some(_) => None,
-        None => Some(reserve(config.listen)?),
+    // Before the load starts: a port in use is an error at once.
+    let public = match Listeners::inherited()? {
+        Some(listeners) => Public::Inherited(listeners),
+        None => Public::Own(reserve(config.listen)?),
     };
     let state = AppState::new(&config, &client)?;
     let mut background = state.spawn_followers();
@@ -115,10 +123,13 @@ pub async fn run(
         tracing::warn!("MC_ADMIN_TOKEN is not set: every write will be refused with 403");
     }
     // A worker of `cluster` (it has the private port) also stops when its supervisor is gone.
-    let parent = inherited
-        .as_ref()
-        .and_then(|l| l.private.as_ref())
-        .map(|_| std::os::unix::process::parent_id());
+    let parent = match &public {
+        Public::Inherited(l) => l
+            .private
+            .as_ref()
+            .map(|_| std::os::unix::process::parent_id()),
+        Public::Own(_) => None,
+    };
     let mut shutdown = std::pin::pin!(async move {
         tokio::select! {
             () = shutdown => {}
@@ -127,9 +138,9 @@ pub async fn run(
     });
     let model = state.model.clone();
     let startup_wait = config.startup_wait;
-    let (listeners, opens) = match (inherited, own) {
-        (Some(listeners), _) => (listeners, Some(model)),
-        (None, Some(socket)) => {
+    let (listeners, opens) = match public {
+        Public::Inherited(listeners) => (listeners, Some(model)),
+        Public::Own(socket) => {
             tokio::select! {
                 () = model.started(startup_wait) => {}
                 () = &mut shutdown => {
@@ -146,7 +157,6 @@ pub async fn run(
             };
             (listeners, None)
         }
-        (None, None) => unreachable!("a socket is reserved when none is inherited"),
     };
     tracing::info!(
         listen = %listeners.public.local_addr().map_or(config.listen, |a| a),
