@@ -51,7 +51,7 @@ impl AppState {
         let metrics = Metrics::new();
         Ok(AppState {
             cache: CatalogCache::new(&config.cache, &metrics)?,
-            model: ReadModel::new(config.read_model, &metrics),
+            model: ReadModel::new(config.read_model, config.snapshot.clone(), &metrics),
             stale_window: config.cache.stale_window,
             store: CourseStore::new(
                 client,

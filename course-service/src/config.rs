@@ -3,7 +3,7 @@
 //! a bad value stops the process with an error naming the file and field.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -53,6 +53,13 @@ pub struct ReadModelSection {
     /// loads the catalogue (`server`); `0s` takes traffic at once.
     #[serde(with = "humantime_serde")]
     pub startup_wait: Duration,
+    /// Where the model is kept on disk, so an instance started again resumes the change
+    /// stream from it instead of reading the whole catalogue (`readmodel::snapshot`); a
+    /// relative path is from the working directory. Unset: no snapshot.
+    pub snapshot: Option<PathBuf>,
+    /// The least time between two snapshots while changes flow.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
 }
 
 /// A catalogue of 100 000 courses loads in about 5 s, three instances at once in about 15.
@@ -63,6 +70,8 @@ impl Default for ReadModelSection {
         ReadModelSection {
             enabled: true,
             startup_wait: DEFAULT_STARTUP_WAIT,
+            snapshot: None,
+            snapshot_interval: Duration::from_secs(60),
         }
     }
 }
@@ -205,6 +214,15 @@ pub struct Config {
     pub read_model: bool,
     /// See [`ReadModelSection::startup_wait`].
     pub startup_wait: Duration,
+    /// See [`ReadModelSection::snapshot`].
+    pub snapshot: Option<Snapshots>,
+}
+
+/// Where and how often the read model is written to disk.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    pub path: PathBuf,
+    pub interval: Duration,
 }
 
 /// The environment variables the service reads, captured once so tests can pass their own.
@@ -324,6 +342,23 @@ impl Config {
             cache: cache_settings(&file.cache, origin, env, &database)?,
             read_model: file.read_model.enabled,
             startup_wait: file.read_model.startup_wait,
+            snapshot: match &file.read_model.snapshot {
+                Some(path) if path.as_os_str().is_empty() => {
+                    return Err(ConfigError::field(
+                        origin,
+                        "read_model.snapshot",
+                        "is empty; leave it out for no snapshot",
+                    ))
+                }
+                Some(path) => Some(Snapshots {
+                    path: path.clone(),
+                    interval: positive(
+                        "read_model.snapshot_interval",
+                        file.read_model.snapshot_interval,
+                    )?,
+                }),
+                None => None,
+            },
             database,
         })
     }
@@ -424,6 +459,22 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.operation_timeout, DEFAULT_OPERATION_TIMEOUT);
         assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn a_snapshot_is_a_path_and_its_interval_more_than_nothing() {
+        let c = parse("[read_model]\nsnapshot = \"data/catalogue.snapshot\"\n").unwrap();
+        let snapshots = c.snapshot.expect("a snapshot");
+        assert_eq!(snapshots.path, PathBuf::from("data/catalogue.snapshot"));
+        assert_eq!(snapshots.interval, Duration::from_secs(60));
+        assert!(parse("").unwrap().snapshot.is_none());
+        let e = parse("[read_model]\nsnapshot = \"\"\n").unwrap_err();
+        assert!(e.to_string().contains("read_model.snapshot"), "{e}");
+        let e = parse("[read_model]\nsnapshot = \"s\"\nsnapshot_interval = \"0s\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("read_model.snapshot_interval"),
+            "{e}"
+        );
     }
 
     #[test]

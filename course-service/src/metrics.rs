@@ -38,8 +38,8 @@ pub struct Metrics {
     /// `read_model_events_total{kind}`: change events applied (insert, update, replace,
     /// delete).
     pub model_events: IntCounterVec,
-    /// `read_model_loads_total{reason}`: full loads from the database (start, history_lost,
-    /// invalidated).
+    /// `read_model_loads_total{reason}`: full loads, from the database (start, history_lost,
+    /// invalidated) or from the snapshot on disk (snapshot).
     pub model_loads: IntCounterVec,
     /// `read_model_load_seconds`: how long the last full load took.
     pub model_load_seconds: prometheus::Gauge,
@@ -120,14 +120,14 @@ impl Metrics {
         let model_loads = IntCounterVec::new(
             Opts::new(
                 "read_model_loads_total",
-                "Full loads of the read model from the database",
+                "Full loads of the read model (reason=\"snapshot\": from the snapshot on disk)",
             ),
             &["reason"],
         )
         .expect("valid metric");
         let model_load_seconds = prometheus::Gauge::new(
             "read_model_load_seconds",
-            "Duration of the last full load of the read model",
+            "Duration of the last full load of the read model (from a snapshot: reading it)",
         )
         .expect("valid metric");
         let database_up = IntGauge::new(

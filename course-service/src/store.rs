@@ -67,6 +67,14 @@ pub enum Conditional<T> {
     },
 }
 
+/// A collection, told apart from any other: see [`CourseStore::identity`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    pub database: String,
+    pub collection: String,
+    pub uuid: mongodb::bson::Binary,
+}
+
 /// How often the driver checks the server (see `connect`).
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
@@ -264,6 +272,35 @@ impl CourseStore {
             .batch_size(2000)
             .await
             .map_err(|e| self.classify("scan", e))
+    }
+
+    /// Which collection this is: its database, name and UUID (`None` while it does not
+    /// exist). A read model snapshot is only used where all three match: another UUID is
+    /// a collection dropped and made again, or another server's.
+    pub async fn identity(&self) -> Result<Option<Identity>, StoreError> {
+        let mut specs = self
+            .db
+            .list_collections()
+            .filter(doc! { "name": COLLECTION })
+            .await
+            .map_err(|e| self.classify("identity", e))?;
+        while specs
+            .advance()
+            .await
+            .map_err(|e| self.classify("identity", e))?
+        {
+            let spec = specs
+                .deserialize_current()
+                .map_err(|e| self.classify("identity", e))?;
+            if let (true, Some(uuid)) = (spec.name == COLLECTION, spec.info.uuid) {
+                return Ok(Some(Identity {
+                    database: self.db.name().to_string(),
+                    collection: COLLECTION.to_string(),
+                    uuid,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Round-trips a `ping` within `deadline`: the readiness check.

@@ -501,3 +501,198 @@ async fn a_load_waits_out_a_busy_database_instead_of_starting_over() {
     let page: Value = res.json().await.unwrap();
     assert_eq!(page["total"], 2500);
 }
+
+/// `loads_total{reason}` of `app`.
+async fn loads(app: &TestApp, reason: &str) -> f64 {
+    metric(
+        app,
+        &format!("course_service_read_model_loads_total{{reason=\"{reason}\"}}"),
+    )
+    .await
+}
+
+/// A directory of its own for snapshots, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("mc-snapshot-{}", support::unique_db("s")));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn wait_for_file(path: &std::path::Path) {
+    wait_until_async(
+        &format!("a snapshot at {}", path.display()),
+        Duration::from_secs(20),
+        || async { path.exists() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_instance_started_again_takes_up_from_its_snapshot_and_replays_what_it_missed() {
+    let mongo = support::mongo();
+    let db = support::unique_db("snap");
+    let (client, direct) = store(&mongo.uri(), &db).await;
+    let docs = seed::synthetic(1500, 11);
+    seed::load_synthetic(&direct, docs.clone()).await.unwrap();
+    let scratch = Scratch::new();
+    let path = scratch.path("catalogue.snapshot");
+
+    // The first instance loads from the database and writes its snapshot once it follows.
+    let first = TestApp::builder()
+        .uri(mongo.uri())
+        .database(&db)
+        .snapshot(&path)
+        .spawn()
+        .await;
+    assert_eq!(loads(&first, "start").await, 1.0);
+    wait_for_file(&path).await;
+    drop(first);
+
+    // Changes the snapshot cannot hold: made straight into the database after it.
+    let database = TestApp::builder()
+        .uri(mongo.uri())
+        .database(&db)
+        .without_read_model()
+        .without_cache()
+        .spawn()
+        .await;
+    let mut changed = Vec::new();
+    for i in 0..3 {
+        let created = database.create(course(100 + i)).await;
+        changed.push(format!("/api/courses/{}", created["id"].as_str().unwrap()));
+    }
+    let raw = client
+        .database(&db)
+        .collection::<mongodb::bson::Document>("courses");
+    let updated = docs[0].id;
+    raw.update_one(
+        doc! { "_id": updated },
+        doc! { "$set": { "title": "Retitled while the instance was away",
+                  "title_key": "retitled while the instance was away" },
+        "$inc": { "version": 1_i64 } },
+    )
+    .await
+    .unwrap();
+    let deleted = docs[1].id;
+    raw.delete_one(doc! { "_id": deleted }).await.unwrap();
+    changed.push(format!("/api/courses/{}", updated.to_hex()));
+    changed.push(format!("/api/courses/{}", deleted.to_hex()));
+    changed.push("/api/courses?q=retitled".into());
+
+    // Started again: from the snapshot, not the database, and with every change since.
+    let pair = Pair {
+        model: TestApp::builder()
+            .uri(mongo.uri())
+            .database(&db)
+            .snapshot(&path)
+            .spawn()
+            .await,
+        database,
+    };
+    assert_eq!(loads(&pair.model, "snapshot").await, 1.0);
+    assert_eq!(loads(&pair.model, "start").await, 0.0);
+    pair.converge(&changed).await;
+    pair.assert_same(&queries(60, 12)).await;
+    assert_eq!(
+        pair.model.get(&changed[4]).await.status(),
+        404,
+        "a course deleted while the instance was away is gone"
+    );
+
+    // A snapshot cut short is not used: the catalogue is loaded from the database.
+    let cut = scratch.path("cut.snapshot");
+    let whole = std::fs::read(&path).unwrap();
+    std::fs::write(&cut, &whole[..whole.len() * 2 / 3]).unwrap();
+    let from_cut = Pair {
+        model: TestApp::builder()
+            .uri(mongo.uri())
+            .database(&db)
+            .snapshot(&cut)
+            .spawn()
+            .await,
+        database: pair.database,
+    };
+    assert_eq!(loads(&from_cut.model, "snapshot").await, 0.0);
+    assert_eq!(loads(&from_cut.model, "start").await, 1.0);
+    from_cut.assert_same(&queries(20, 13)).await;
+
+    // Nor is one of another collection.
+    let other = support::unique_db("snap");
+    let (_client, other_direct) = store(&mongo.uri(), &other).await;
+    seed::load_synthetic(&other_direct, seed::synthetic(200, 14))
+        .await
+        .unwrap();
+    let foreign = scratch.path("foreign.snapshot");
+    std::fs::write(&foreign, &whole).unwrap();
+    let app = TestApp::builder()
+        .uri(mongo.uri())
+        .database(&other)
+        .snapshot(&foreign)
+        .spawn()
+        .await;
+    assert_eq!(loads(&app, "snapshot").await, 0.0);
+    assert_eq!(loads(&app, "start").await, 1.0);
+    assert_eq!(app.get_json("/api/courses?per_page=1").await["total"], 200);
+}
+
+#[tokio::test]
+async fn a_snapshot_whose_history_the_server_no_longer_has_is_passed_over_for_a_load() {
+    let (server, db) = own_server_with(400, 15).await;
+    let scratch = Scratch::new();
+    let path = scratch.path("catalogue.snapshot");
+    let first = TestApp::builder()
+        .uri(server.uri())
+        .database(&db)
+        .without_cache()
+        .snapshot(&path)
+        .spawn()
+        .await;
+    wait_for_file(&path).await;
+    for i in 0..4 {
+        first.create(course(200 + i)).await;
+    }
+    drop(first);
+
+    // The server refuses to resume after the snapshot's token (its history is gone).
+    server
+        .fail_next(&["aggregate"], 1, doc! { "errorCode": 286 })
+        .await;
+    let model = TestApp::builder()
+        .uri(server.uri())
+        .database(&db)
+        .without_cache()
+        .snapshot(&path)
+        .spawn()
+        .await;
+    assert_eq!(loads(&model, "snapshot").await, 0.0);
+    assert_eq!(loads(&model, "start").await, 1.0);
+    let pair = Pair {
+        model,
+        database: TestApp::builder()
+            .uri(server.uri())
+            .database(&db)
+            .without_read_model()
+            .without_cache()
+            .spawn()
+            .await,
+    };
+    assert_eq!(
+        pair.model.get_json("/api/courses?per_page=1").await["total"],
+        404
+    );
+    pair.assert_same(&queries(30, 16)).await;
+}

@@ -99,6 +99,49 @@ impl Entry {
     }
 }
 
+/// The value of sort `field` in `keys`.
+fn key_of<'k>(keys: &'k [Key; SORTABLE.len()], field: &str) -> &'k Key {
+    let at = SORTABLE
+        .iter()
+        .position(|(_, f)| *f == field)
+        .expect("a sortable field");
+    &keys[at]
+}
+
+/// A course as the index holds it, shared rather than copied: what a snapshot of the model
+/// is taken from ([`Index::held`]) and turned back into the stored document off the lock.
+pub struct Held {
+    id: ObjectId,
+    course: Arc<Course>,
+    title_key: Arc<str>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl Held {
+    /// The document the database holds for this course (the index keeps every field of it:
+    /// the dates, to the millisecond the database stores, in the sort keys).
+    pub fn doc(&self) -> CourseDoc {
+        use mongodb::bson::DateTime;
+        let c = &*self.course;
+        CourseDoc {
+            id: self.id,
+            title: c.title.clone(),
+            title_key: self.title_key.to_string(),
+            slug: c.slug.clone(),
+            description: c.description.clone(),
+            instructor: c.instructor.clone(),
+            duration_minutes: c.duration_minutes,
+            level: c.level,
+            tags: c.tags.clone(),
+            price_cents: c.price_cents,
+            created_at: DateTime::from_millis(self.created_at),
+            updated_at: DateTime::from_millis(self.updated_at),
+            version: c.version,
+        }
+    }
+}
+
 /// Hashes a trigram with one multiplication, for [`Index::build`]'s tens of millions of
 /// lookups (SipHash took most of the build). The product's high half, which every key bit
 /// reaches, is rotated down to where the table picks its bucket.
@@ -257,6 +300,28 @@ impl Index {
             index.upsert(doc);
         }
         index
+    }
+
+    /// Every course, as [`Held`]: a pointer copy each, so a snapshot holds the lock briefly.
+    pub fn held(&self) -> Vec<Held> {
+        let int = |keys: &[Key; SORTABLE.len()], field: &str| match key_of(keys, field) {
+            Key::Int(v) => *v,
+            Key::Text(_) => unreachable!("`{field}` is an integer key"),
+        };
+        self.slots
+            .iter()
+            .flatten()
+            .map(|e| Held {
+                id: e.id,
+                course: e.course.clone(),
+                title_key: match key_of(&e.keys, "title_key") {
+                    Key::Text(t) => t.clone(),
+                    Key::Int(_) => unreachable!("`title_key` is a text key"),
+                },
+                created_at: int(&e.keys, "created_at"),
+                updated_at: int(&e.keys, "updated_at"),
+            })
+            .collect()
     }
 
     pub fn len(&self) -> usize {

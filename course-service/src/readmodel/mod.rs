@@ -21,6 +21,12 @@
 //!   the writer's next read through the same instance sees it; the other instances see it as
 //!   soon as their stream delivers the event.
 //!
+//! - **Snapshots** (`snapshot`, when `[read_model] snapshot` is set). The model is written to
+//!   disk with its resume token now and then; an instance started again reads it and resumes
+//!   the stream after the token instead of reading the catalogue from the database. A snapshot
+//!   of another collection, a broken one, or one whose history the server no longer has is
+//!   passed over for a load.
+//!
 //! - **Suggestions.** A search that finds nothing gets another that finds courses, its
 //!   misspelt words replaced by the catalogue's closest ones (`suggest`): a hint beside the
 //!   listing, which itself stays the database's answer.
@@ -30,11 +36,12 @@
 //! writes.
 
 mod index;
+mod snapshot;
 mod suggest;
 
 pub use self::index::{Index, Page, Suggestion};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -46,10 +53,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cache::{Backoff, CatalogCache};
+use crate::config::Snapshots;
 use crate::metrics::Metrics;
 use crate::model::{Course, CourseDoc};
 use crate::query::ListQuery;
-use crate::store::{CourseStore, Silent};
+use crate::store::{CourseStore, Identity, Silent};
 
 /// The longest a load waits for one batch before it gives up and starts again. Far above
 /// a change stream's bound: a server busy with several loads at once takes seconds per batch
@@ -95,6 +103,11 @@ struct Shared {
     /// model follows again, reads are answered from it as stale without asking the database
     /// again (each asking would cost the server-selection timeout).
     unreachable: AtomicBool,
+    /// Where the model is kept on disk (`snapshot`), if anywhere.
+    snapshots: Option<Snapshots>,
+    /// Counts the changes a snapshot would hold that the one on disk may not: a load from the
+    /// database and every event applied.
+    changes: AtomicU64,
     metrics: Metrics,
 }
 
@@ -109,7 +122,7 @@ enum Ended {
 }
 
 impl ReadModel {
-    pub fn new(enabled: bool, metrics: &Metrics) -> ReadModel {
+    pub fn new(enabled: bool, snapshots: Option<Snapshots>, metrics: &Metrics) -> ReadModel {
         ReadModel {
             shared: Arc::new(Shared {
                 enabled,
@@ -120,6 +133,8 @@ impl ReadModel {
                 loaded: AtomicBool::new(false),
                 started: watch::channel(false).0,
                 unreachable: AtomicBool::new(false),
+                snapshots,
+                changes: AtomicU64::new(0),
                 metrics: metrics.clone(),
             }),
         }
@@ -274,7 +289,8 @@ impl ReadModel {
         self.shared.applied.send_modify(|n| *n += 1);
     }
 
-    /// Loads the model and follows the change stream for as long as the process lives.
+    /// Loads the model (from its snapshot on disk when there is a usable one, else from the
+    /// database) and follows the change stream for as long as the process lives.
     pub async fn follow(self, store: CourseStore, cache: CatalogCache) {
         if !self.shared.enabled {
             return;
@@ -282,6 +298,13 @@ impl ReadModel {
         let mut resume: Option<ResumeToken> = None;
         let mut reason = "start";
         let mut backoff = Backoff::new();
+        // Put in place once the stream opens after its token (the server still has the
+        // history since), so the model never holds what it cannot bring up to date.
+        let mut restored = self.restore(&store).await;
+        if let Some((_, token, _)) = &restored {
+            resume = Some(token.clone());
+        }
+        let mut saver = self.shared.snapshots.clone().map(Saver::new);
         loop {
             let opened = store
                 .unless_silent("watch", store.follow(resume.clone()))
@@ -294,10 +317,21 @@ impl ReadModel {
                     backoff.wait().await;
                     continue;
                 }
+                Ok(Err(e))
+                    if restored.is_some() && matches!(e.kind.as_ref(), ErrorKind::Command(_)) =>
+                {
+                    // The server refused the snapshot's token (its history is gone, or the
+                    // token is not one it knows): load from the database at once.
+                    tracing::warn!(error = %e, "cannot resume the change stream from the snapshot; loading the catalogue from the database");
+                    restored = None;
+                    resume = None;
+                    continue;
+                }
                 Ok(Err(e)) => {
                     if resume.is_some() && needs_reload(&e) {
                         tracing::warn!(error = %e, "cannot resume the change stream; loading the catalogue again");
                         resume = None;
+                        restored = None;
                         reason = "history_lost";
                     } else {
                         backoff.report(&e, "cannot open the change stream");
@@ -307,7 +341,9 @@ impl ReadModel {
                     continue;
                 }
             };
-            if resume.is_none() {
+            if let Some((index, _, started)) = restored.take() {
+                self.install(index, "snapshot", started);
+            } else if resume.is_none() {
                 // The stream is open before the catalogue is read: whatever is written during
                 // the read is replayed from it afterwards.
                 if let Err(e) = self.load(&store, reason).await {
@@ -320,7 +356,7 @@ impl ReadModel {
             }
             backoff.reset();
             let ended = self
-                .apply_stream(&store, &mut stream, &mut resume, &cache)
+                .apply_stream(&store, &mut stream, &mut resume, &cache, saver.as_mut())
                 .await;
             self.set_following(false, &cache);
             match ended {
@@ -331,6 +367,10 @@ impl ReadModel {
                     );
                     resume = None;
                     reason = why;
+                    if let Some(saver) = saver.as_mut() {
+                        // The collection may have been dropped and made again.
+                        saver.of = None;
+                    }
                 }
                 Ended::Broken(e) => {
                     tracing::warn!(error = %e, "change stream broke; resuming after the last event")
@@ -343,6 +383,44 @@ impl ReadModel {
                 }
             }
             backoff.wait().await;
+        }
+    }
+
+    /// The snapshot on disk, read and indexed, if there is one of this collection: with the
+    /// token to resume after, and when reading it began.
+    async fn restore(&self, store: &CourseStore) -> Option<(Index, ResumeToken, Instant)> {
+        let path = self.shared.snapshots.as_ref()?.path.clone();
+        let started = Instant::now();
+        let of = match store.unless_silent("identity", store.identity()).await {
+            Ok(Ok(Some(of))) => of,
+            // No collection yet: nothing to take up.
+            Ok(Ok(None)) => return None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot tell which collection this is; not using the snapshot");
+                return None;
+            }
+            Err(silent) => {
+                tracing::warn!(%silent, "cannot tell which collection this is; not using the snapshot");
+                return None;
+            }
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            snapshot::read(&path, &of).map(|s| (Index::build(s.courses), s.token, started))
+        })
+        .await;
+        match read {
+            Ok(Ok(restored)) => {
+                tracing::info!(courses = restored.0.len(), took = ?started.elapsed(), "read model snapshot read");
+                Some(restored)
+            }
+            Ok(Err(why)) => {
+                tracing::info!(%why, "not starting from a snapshot; loading the catalogue from the database");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the snapshot failed; loading the catalogue from the database");
+                None
+            }
         }
     }
 
@@ -395,6 +473,20 @@ impl ReadModel {
             .map_err(|e| format!("building the index failed: {e}"))?;
         // What indexing took beyond the read.
         let indexed_in = started.elapsed() - read_in;
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "documents that are not courses were left out of the read model"
+            );
+        }
+        tracing::debug!(?read_in, ?indexed_in, "read model read and indexed");
+        self.shared.changes.fetch_add(1, Ordering::AcqRel);
+        self.install(index, reason, started);
+        Ok(())
+    }
+
+    /// Puts a loaded `index` in place of the old one (`reason`: the metric label).
+    fn install(&self, index: Index, reason: &'static str, started: Instant) {
         let courses = index.len();
         *self.write() = index;
         self.shared.loaded.store(true, Ordering::Release);
@@ -404,14 +496,7 @@ impl ReadModel {
             .set(i64::try_from(courses).unwrap_or(i64::MAX));
         m.model_loads.with_label_values(&[reason]).inc();
         m.model_load_seconds.set(started.elapsed().as_secs_f64());
-        if skipped > 0 {
-            tracing::warn!(
-                skipped,
-                "documents that are not courses were left out of the read model"
-            );
-        }
-        tracing::info!(courses, took = ?started.elapsed(), ?read_in, ?indexed_in, reason, "read model loaded");
-        Ok(())
+        tracing::info!(courses, took = ?started.elapsed(), reason, "read model loaded");
     }
 
     /// Applies events until the stream ends; follows (serves reads) once caught up.
@@ -421,6 +506,7 @@ impl ReadModel {
         stream: &mut ChangeStream<ChangeStreamEvent<Document>>,
         resume: &mut Option<ResumeToken>,
         cache: &CatalogCache,
+        mut saver: Option<&mut Saver>,
     ) -> Ended {
         loop {
             let next = match store.unless_silent("watch", stream.next_if_any()).await {
@@ -445,6 +531,10 @@ impl ReadModel {
                             cache.invalidate().await;
                         }
                         self.set_following(true, cache);
+                    }
+                    // Between two events: the model is exactly what the token says.
+                    if let (Some(saver), Some(token)) = (saver.as_deref_mut(), resume.as_ref()) {
+                        saver.save_if_due(self, store, token).await;
                     }
                 }
                 Err(e) if needs_reload(&e) => return Ended::Reload("history_lost"),
@@ -494,8 +584,87 @@ impl ReadModel {
                 .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
             m.model_events.with_label_values(&[kind]).inc();
         }
+        self.shared.changes.fetch_add(1, Ordering::AcqRel);
         self.shared.applied.send_modify(|n| *n += 1);
         Ok(())
+    }
+}
+
+/// Writes the model to disk now and then (`snapshot`), from the task that applies the events.
+struct Saver {
+    snapshots: Snapshots,
+    /// When the last snapshot was begun (`None`: none yet by this process).
+    last: Option<Instant>,
+    /// [`Shared::changes`] at the last snapshot.
+    saved: u64,
+    /// The collection, asked once (again after a reload).
+    of: Option<Identity>,
+    writing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Saver {
+    fn new(snapshots: Snapshots) -> Saver {
+        Saver {
+            snapshots,
+            last: None,
+            saved: 0,
+            of: None,
+            writing: None,
+        }
+    }
+
+    /// Begins a snapshot of `model` at `token` if it changed since the last one, the last
+    /// is `interval` old and done.
+    async fn save_if_due(&mut self, model: &ReadModel, store: &CourseStore, token: &ResumeToken) {
+        let changes = model.shared.changes.load(Ordering::Acquire);
+        let due = changes != self.saved
+            && self
+                .last
+                .is_none_or(|at| at.elapsed() >= self.snapshots.interval)
+            && self.writing.as_ref().is_none_or(|w| w.is_finished());
+        if !due {
+            return;
+        }
+        // Tried at most once an interval, whether it is written or not.
+        self.last = Some(Instant::now());
+        if self.of.is_none() {
+            self.of = match store.unless_silent("identity", store.identity()).await {
+                Ok(Ok(of)) => of,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot tell which collection this is; no snapshot");
+                    None
+                }
+                Err(silent) => {
+                    tracing::warn!(%silent, "cannot tell which collection this is; no snapshot");
+                    None
+                }
+            };
+        }
+        let Some(of) = self.of.clone() else {
+            return;
+        };
+        // A pointer copy per course under the lock; the documents are made and written on a
+        // blocking thread.
+        let courses = model.read().held();
+        self.saved = changes;
+        let (path, token) = (self.snapshots.path.clone(), token.clone());
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match snapshot::write(&path, &of, &token, &courses) {
+                Ok(bytes) => tracing::info!(
+                    path = %path.display(),
+                    courses = courses.len(),
+                    bytes,
+                    took = ?started.elapsed(),
+                    "read model snapshot written"
+                ),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "cannot write the read model snapshot"
+                ),
+            }
+        }));
     }
 }
 

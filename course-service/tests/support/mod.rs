@@ -312,6 +312,7 @@ pub struct AppBuilder {
     local_entries: Option<u64>,
     cache_enabled: bool,
     read_model: bool,
+    snapshot: Option<std::path::PathBuf>,
 }
 
 /// A course-service running in-process on a free port, against its own database.
@@ -334,6 +335,7 @@ impl TestApp {
             local_entries: None,
             cache_enabled: true,
             read_model: true,
+            snapshot: None,
         }
     }
 
@@ -429,6 +431,12 @@ impl AppBuilder {
         self
     }
 
+    /// `[read_model] snapshot = path`.
+    pub fn snapshot(mut self, path: &std::path::Path) -> Self {
+        self.snapshot = Some(path.to_path_buf());
+        self
+    }
+
     /// `[cache] enabled = false`.
     pub fn without_cache(mut self) -> Self {
         self.cache_enabled = false;
@@ -467,6 +475,7 @@ impl AppBuilder {
         }
         file.cache.enabled = self.cache_enabled;
         file.read_model.enabled = self.read_model;
+        file.read_model.snapshot = self.snapshot.clone();
         Config::resolve(
             file,
             std::path::Path::new("<test>"),
