@@ -191,15 +191,24 @@ pub fn workdir(name: &str) -> PathBuf {
 /// Starts `cmd` as a system under test and waits (60 s at most) until `port` accepts.
 pub fn spawn(name: String, mut cmd: Command, port: u16, dir: PathBuf) -> Result<System, String> {
     use std::os::unix::process::CommandExt;
-    let child = cmd
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?,
-        ))
-        .spawn()
-        .map_err(|e| format!("{name}: cannot start: {e}"))?;
+    let started = std::fs::File::create(dir.join("stderr.log"))
+        .map_err(|e| e.to_string())
+        .and_then(|log| {
+            cmd.process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .map_err(|e| format!("{name}: cannot start: {e}"))
+        });
+    let child = match started {
+        Ok(child) => child,
+        Err(e) => {
+            // Nothing runs: its work directory goes now (a `System` removes it when dropped).
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
     crate::reaper::track(child.id());
     let system = System {
         url: format!("http://127.0.0.1:{port}/"),
