@@ -43,6 +43,9 @@ pub struct Metrics {
     pub model_loads: IntCounterVec,
     /// `read_model_load_seconds`: how long the last full load took.
     pub model_load_seconds: prometheus::Gauge,
+    /// `read_model_snapshots_total{result}`: snapshots of the read model begun and how each
+    /// ended (written, failed).
+    pub model_snapshots: IntCounterVec,
     /// `database_up`: 1 after the last database operation (or change stream open) that
     /// reached the database, 0 after one that found it unreachable.
     pub database_up: IntGauge,
@@ -130,6 +133,14 @@ impl Metrics {
             "Duration of the last full load of the read model (from a snapshot: reading it)",
         )
         .expect("valid metric");
+        let model_snapshots = IntCounterVec::new(
+            Opts::new(
+                "read_model_snapshots_total",
+                "Snapshots of the read model written to disk (result=\"failed\": not written, see the log)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let database_up = IntGauge::new(
             "database_up",
             "1 when the last database operation reached the database, 0 when it found it unreachable",
@@ -148,6 +159,7 @@ impl Metrics {
             Box::new(model_events.clone()),
             Box::new(model_loads.clone()),
             Box::new(model_load_seconds.clone()),
+            Box::new(model_snapshots.clone()),
             Box::new(cache_generation.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
@@ -159,6 +171,9 @@ impl Metrics {
         }
         for kind in ["insert", "update", "replace", "delete"] {
             model_events.with_label_values(&[kind]);
+        }
+        for result in ["written", "failed"] {
+            model_snapshots.with_label_values(&[result]);
         }
         Metrics {
             registry,
@@ -174,6 +189,7 @@ impl Metrics {
             model_events,
             model_loads,
             model_load_seconds,
+            model_snapshots,
             database_up,
             cache_following,
         }

@@ -560,6 +560,11 @@ async fn an_instance_started_again_takes_up_from_its_snapshot_and_replays_what_i
         .await;
     assert_eq!(loads(&first, "start").await, 1.0);
     wait_for_file(&path).await;
+    let written = r#"course_service_read_model_snapshots_total{result="written"}"#;
+    wait_until_async("the snapshot counted", Duration::from_secs(5), || async {
+        metric(&first, written).await == 1.0
+    })
+    .await;
     drop(first);
 
     // Changes the snapshot cannot hold: made straight into the database after it.
@@ -695,4 +700,34 @@ async fn a_snapshot_whose_history_the_server_no_longer_has_is_passed_over_for_a_
         404
     );
     pair.assert_same(&queries(30, 16)).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_written_is_counted_and_reads_go_on_from_the_model() {
+    let mongo = support::mongo();
+    let db = support::unique_db("snap");
+    let (_client, direct) = store(&mongo.uri(), &db).await;
+    seed::load_synthetic(&direct, seed::synthetic(50, 17))
+        .await
+        .unwrap();
+    let scratch = Scratch::new();
+    // Its directory would be where a file is.
+    let blocked = scratch.path("a-file");
+    std::fs::write(&blocked, "").unwrap();
+    let app = TestApp::builder()
+        .uri(mongo.uri())
+        .database(&db)
+        .snapshot(&blocked.join("catalogue.snapshot"))
+        .spawn()
+        .await;
+    let failed = r#"course_service_read_model_snapshots_total{result="failed"}"#;
+    wait_until_async(
+        "the failed snapshot counted",
+        Duration::from_secs(10),
+        || async { metric(&app, failed).await == 1.0 },
+    )
+    .await;
+    let res = app.get("/api/courses?per_page=1").await;
+    assert_eq!(res.headers()["x-cache"], "MODEL");
+    assert_eq!(res.json::<Value>().await.unwrap()["total"], 50);
 }

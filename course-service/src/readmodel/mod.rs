@@ -641,6 +641,12 @@ impl Saver {
             };
         }
         let Some(of) = self.of.clone() else {
+            model
+                .shared
+                .metrics
+                .model_snapshots
+                .with_label_values(&["failed"])
+                .inc();
             return;
         };
         // A pointer copy per course under the lock; the documents are made and written on a
@@ -648,9 +654,13 @@ impl Saver {
         let courses = model.read().held();
         self.saved = changes;
         let (path, token) = (self.snapshots.path.clone(), token.clone());
+        let results = model.shared.metrics.model_snapshots.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            match snapshot::write(&path, &of, &token, &courses) {
+            let written = snapshot::write(&path, &of, &token, &courses);
+            let result = if written.is_ok() { "written" } else { "failed" };
+            results.with_label_values(&[result]).inc();
+            match written {
                 Ok(bytes) => tracing::info!(
                     path = %path.display(),
                     courses = courses.len(),
