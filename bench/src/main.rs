@@ -165,6 +165,8 @@ async fn bench(cli: Cli) -> ExitCode {
         rounds: usize::from(cli.rounds),
     };
     let outcome = run(cli.scenario, &opts, &cli.upstreams, cli.rate, &cli.courses).await;
+    // Every system has stopped: what is left of their directories goes.
+    bench::systems::remove_workdirs();
     let table = report::markdown(&outcome);
     println!("\n{table}");
     let stamp = SystemTime::now()

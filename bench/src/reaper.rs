@@ -4,9 +4,10 @@
 //! threads go with their master) and registered here until it is stopped. When the harness
 //! gets SIGTERM, SIGINT or SIGHUP (a `timeout` around `scripts/bench`, Ctrl-C, a closed
 //! terminal), [`on_signals`] sends SIGTERM to every registered group, SIGKILL to what is
-//! left after a grace period, and exits. (SIGKILL of the harness itself cannot be caught;
-//! nothing can clean up after that.) The network partitions a scenario makes (nftables
-//! tables, [`track_table`]) are deleted too, so no port stays cut off.
+//! left after a grace period, removes the work directories, and exits. (SIGKILL of the
+//! harness itself cannot be caught; nothing can clean up after that.) The network
+//! partitions a scenario makes (nftables tables, [`track_table`]) are deleted too, so no
+//! port stays cut off.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -69,6 +70,7 @@ pub async fn on_signals() {
         _ = hup.recv() => 129,
     };
     stop_all();
+    crate::systems::remove_workdirs();
     std::process::exit(code);
 }
 

@@ -178,14 +178,26 @@ pub fn on_path(cmd: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file()))
 }
 
+/// Where this process's work directories are ([`workdir`]), removed when the harness ends
+/// ([`remove_workdirs`]).
+fn workroot() -> PathBuf {
+    std::env::temp_dir().join(format!("mc-bench-{}", std::process::id()))
+}
+
 /// A fresh directory for one system's files, unique within the process.
 pub fn workdir(name: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("mc-bench-{}-{n}-{name}", std::process::id()));
+    let dir = workroot().join(format!("{n}-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench work directory");
     dir
+}
+
+/// Removes what is left of this process's work directories: each system removes its own when
+/// dropped, but not one the harness was interrupted before dropping, nor [`dev_cert`]'s.
+pub fn remove_workdirs() {
+    let _ = std::fs::remove_dir_all(workroot());
 }
 
 /// Starts `cmd` as a system under test and waits (60 s at most) until `port` accepts.

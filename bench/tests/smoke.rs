@@ -417,6 +417,14 @@ fn a_sigterm_to_the_harness_stops_every_process_it_started() {
     .unwrap();
     let status = bench.wait().unwrap();
     assert_eq!(status.code(), Some(143), "{status:?}");
+    // Nor any of its work directories (the systems' files, the certificate).
+    let ours = format!("mc-bench-{}", bench.id());
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with(&ours))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let alive: Vec<u32> = started

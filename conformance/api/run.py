@@ -6,6 +6,7 @@ body schema)."""
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
 
     procs = []
+    work = None
     try:
         mongo, (mongo_port,) = serve("SecantusDB", 1, lambda ports: [
             os.path.join(args.venv, "bin", "secantusd-py"), "--host", "127.0.0.1",
@@ -96,6 +98,8 @@ def main():
         print("api: schemathesis found no server error and no response off the document")
     finally:
         stop_all(procs)
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,11 @@ use support::{mongo, unique_db, wait_until, wait_until_async, RedisServer, TestA
 
 const BIN: &str = env!("CARGO_BIN_EXE_course-service");
 
+/// A file under Cargo's scratch directory for integration tests (`target/tmp`), not /tmp:
+/// the tests share the files, so none can remove them when it ends.
 fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mc-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mc-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();

@@ -263,6 +263,8 @@ async fn without_panic_mode_no_endpoint_left_means_503_with_retry_after() {
 struct PythonUpstream {
     child: std::process::Child,
     addr: std::net::SocketAddr,
+    /// Where it serves from, removed with it.
+    dir: std::path::PathBuf,
 }
 
 impl PythonUpstream {
@@ -290,7 +292,7 @@ impl PythonUpstream {
             || async move { std::net::TcpStream::connect(addr).is_ok() },
         )
         .await;
-        PythonUpstream { child, addr }
+        PythonUpstream { child, addr, dir }
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -304,6 +306,7 @@ impl Drop for PythonUpstream {
         self.signal(nix::sys::signal::Signal::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -2,6 +2,7 @@
 //! to open a page, run script in it as a person's clicks would, and wait for what a person
 //! would see. Chromium comes from `scripts/test` (apt `chromium`), or `CHROMIUM` names it.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -75,6 +76,8 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // A group of its own: its helper processes go with it (see `Drop`).
+            .process_group(0)
             .spawn()
             .expect("start Chromium");
         // Chromium writes its port and the browser endpoint's path here once it listens.
@@ -226,7 +229,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole group: a helper left running writes into the profile after it is removed.
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }

@@ -715,6 +715,30 @@ pub struct ProxyBuilder {
 }
 
 /// A running `proxy` process with its ports and files.
+/// A directory the test wrote, removed when dropped unless [`Scratch::keep`] hands it on.
+pub struct Scratch(Option<PathBuf>);
+
+impl Scratch {
+    pub fn keep(mut self) -> PathBuf {
+        self.0.take().expect("kept once")
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        self.0.as_deref().expect("not kept")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 pub struct ProxyProcess {
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
@@ -776,8 +800,9 @@ impl ProxyBuilder {
         self
     }
 
-    /// Writes the files and returns the directory and proxy.toml path, without starting.
-    pub fn write(&self) -> (PathBuf, PathBuf, SocketAddr, Option<SocketAddr>, SocketAddr) {
+    /// Writes the files and returns the directory (removed when dropped) and proxy.toml
+    /// path, without starting.
+    pub fn write(&self) -> (Scratch, PathBuf, SocketAddr, Option<SocketAddr>, SocketAddr) {
         let dir = std::env::temp_dir().join(format!(
             "mc-proxy-{}-{}",
             std::process::id(),
@@ -818,7 +843,7 @@ impl ProxyBuilder {
             std::fs::write(dir.join("upstreams.toml"), upstreams).unwrap();
         }
         let path = dir.join("proxy.toml");
-        (dir, path, http, https, admin)
+        (Scratch(Some(dir)), path, http, https, admin)
     }
 
     pub async fn start(self) -> ProxyProcess {
@@ -837,7 +862,8 @@ impl ProxyBuilder {
             http,
             https,
             admin,
-            dir,
+            // The process removes it when dropped.
+            dir: dir.keep(),
             child,
         };
         let ports: Vec<SocketAddr> = [Some(http), https, Some(admin)]
