@@ -303,6 +303,18 @@ impl CourseStore {
         Ok(None)
     }
 
+    /// The server's time now (a `ping`'s `operationTime`): every write it acknowledged
+    /// before is at or before it. `None` if it does not answer within the operation timeout
+    /// or does not say.
+    pub async fn operation_time(&self) -> Option<mongodb::bson::Timestamp> {
+        let db = self.db.clone();
+        let ping = tokio::spawn(async move { db.run_command(doc! { "ping": 1 }).await });
+        match tokio::time::timeout(self.op_timeout, ping).await {
+            Ok(Ok(Ok(reply))) => reply.get_timestamp("operationTime").ok(),
+            _ => None,
+        }
+    }
+
     /// Round-trips a `ping` within `deadline`: the readiness check.
     pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
         let started = Instant::now();

@@ -731,3 +731,72 @@ async fn a_snapshot_that_cannot_be_written_is_counted_and_reads_go_on_from_the_m
     assert_eq!(res.headers()["x-cache"], "MODEL");
     assert_eq!(res.json::<Value>().await.unwrap()["total"], 50);
 }
+
+#[tokio::test]
+async fn an_instance_started_from_a_snapshot_follows_while_writes_keep_coming() {
+    let mongo = support::mongo();
+    let db = support::unique_db("snap");
+    let (_client, direct) = store(&mongo.uri(), &db).await;
+    let mut docs = seed::synthetic(600, 19);
+    let later = docs.split_off(300);
+    seed::load_synthetic(&direct, docs).await.unwrap();
+    let scratch = Scratch::new();
+    let path = scratch.path("catalogue.snapshot");
+    let first = TestApp::builder()
+        .uri(mongo.uri())
+        .database(&db)
+        .snapshot(&path)
+        .spawn()
+        .await;
+    wait_for_file(&path).await;
+    drop(first);
+
+    // Events for the next instance to replay, then writes that keep coming (one every 20 ms,
+    // for at most 20 s): the stream is never empty while they last.
+    let mut later = later.into_iter();
+    seed::load_synthetic(&direct, later.by_ref().take(30).collect())
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (direct, stop) = (direct.clone(), stop.clone());
+        tokio::spawn(async move {
+            let end = std::time::Instant::now() + Duration::from_secs(20);
+            for doc in later {
+                if stop.load(std::sync::atomic::Ordering::Acquire)
+                    || std::time::Instant::now() > end
+                {
+                    break;
+                }
+                seed::load_synthetic(&direct, vec![doc]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `spawn` returns once the model follows.
+    let model = TestApp::builder()
+        .uri(mongo.uri())
+        .database(&db)
+        .snapshot(&path)
+        .spawn()
+        .await;
+    assert!(
+        !writer.is_finished(),
+        "the model followed only once the writes stopped"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    writer.await.unwrap();
+    assert_eq!(loads(&model, "snapshot").await, 1.0);
+    let pair = Pair {
+        model,
+        database: TestApp::builder()
+            .uri(mongo.uri())
+            .database(&db)
+            .without_read_model()
+            .without_cache()
+            .spawn()
+            .await,
+    };
+    pair.converge(&queries(20, 20)).await;
+}

@@ -5,8 +5,10 @@
 //!
 //! - **Load.** The change stream is opened *first*, then every course is read (and indexed as
 //!   it arrives, on a blocking thread); the events that arrive during the read are replayed on
-//!   top, in order. Reads are served from the model only
-//!   once the stream has nothing more to give (caught up), so no answer mixes old and new.
+//!   top, in order. Reads are served from the model only once it is caught up: the stream
+//!   has nothing more to give, or has delivered an event at or after the server's time when
+//!   it was opened (while writes keep coming, the first never happens). So no answer mixes
+//!   old and new, and `/readyz` says ready only from then on.
 //! - **Follow.** Each event is applied in stream order: inserts, replaces and updates carry the
 //!   document (`fullDocument: updateLookup`), deletes the `_id`. The stream's resume token is
 //!   kept after every batch.
@@ -45,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use mongodb::bson::{oid::ObjectId, Document};
+use mongodb::bson::{oid::ObjectId, Document, Timestamp};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::change_stream::ChangeStream;
 use mongodb::error::ErrorKind;
@@ -96,6 +98,8 @@ struct Shared {
     lost_at: Mutex<Option<Instant>>,
     /// It has been loaded at least once (its content can be served as stale).
     loaded: AtomicBool,
+    /// It has followed the change stream at least once: readiness.
+    followed: AtomicBool,
     /// The start is over: the model followed for the first time, or its first attempt to
     /// load failed (see [`ReadModel::started`]).
     started: watch::Sender<bool>,
@@ -131,6 +135,7 @@ impl ReadModel {
                 following: AtomicBool::new(false),
                 lost_at: Mutex::new(None),
                 loaded: AtomicBool::new(false),
+                followed: AtomicBool::new(false),
                 started: watch::channel(false).0,
                 unreachable: AtomicBool::new(false),
                 snapshots,
@@ -144,10 +149,12 @@ impl ReadModel {
         self.shared.enabled
     }
 
-    /// Loaded at least once (or disabled): what readiness waits for, so a new instance takes
-    /// traffic with its catalogue in memory.
-    pub fn is_loaded(&self) -> bool {
-        !self.shared.enabled || self.shared.loaded.load(Ordering::Acquire)
+    /// Has answered reads at least once (or is disabled): what readiness waits for. Not
+    /// just loaded: a model loaded from a snapshot still replays the events since, and its
+    /// instance accepts connections only once it follows (`server`), so a reload that
+    /// drained the old instance on "loaded" would leave connections waiting meanwhile.
+    pub fn has_followed(&self) -> bool {
+        !self.shared.enabled || self.shared.followed.load(Ordering::Acquire)
     }
 
     /// Resolves when a starting instance should take traffic: once its model answers reads,
@@ -264,6 +271,7 @@ impl ReadModel {
         let was = self.shared.following.swap(following, Ordering::AcqRel);
         if following {
             self.shared.unreachable.store(false, Ordering::Release);
+            self.shared.followed.store(true, Ordering::Release);
             self.start_over();
         }
         self.shared
@@ -355,8 +363,17 @@ impl ReadModel {
                 resume = stream.resume_token();
             }
             backoff.reset();
+            // Where the stream must reach for the model to be current (`apply_stream`).
+            let now = store.operation_time().await;
             let ended = self
-                .apply_stream(&store, &mut stream, &mut resume, &cache, saver.as_mut())
+                .apply_stream(
+                    &store,
+                    &mut stream,
+                    &mut resume,
+                    &cache,
+                    now,
+                    saver.as_mut(),
+                )
                 .await;
             self.set_following(false, &cache);
             match ended {
@@ -499,13 +516,18 @@ impl ReadModel {
         tracing::info!(courses, took = ?started.elapsed(), reason, "read model loaded");
     }
 
-    /// Applies events until the stream ends; follows (serves reads) once caught up.
+    /// Applies events until the stream ends; follows (serves reads) once caught up: once the
+    /// stream has nothing more to give, or once it delivers an event at or after `now` (the
+    /// server's time when the stream was opened: every write acknowledged before it has been
+    /// applied). Waiting for an empty batch alone never ends while writes keep coming, which
+    /// a stream resumed from a snapshot, with events to replay, meets at once.
     async fn apply_stream(
         &self,
         store: &CourseStore,
         stream: &mut ChangeStream<ChangeStreamEvent<Document>>,
         resume: &mut Option<ResumeToken>,
         cache: &CatalogCache,
+        now: Option<Timestamp>,
         mut saver: Option<&mut Saver>,
     ) -> Ended {
         loop {
@@ -513,8 +535,9 @@ impl ReadModel {
                 Ok(next) => next,
                 Err(silent) => return Ended::Silent(silent),
             };
-            match next {
+            let caught_up = match next {
                 Ok(Some(event)) => {
+                    let at = event.cluster_time;
                     if let Err(why) = self.apply(event) {
                         return Ended::Reload(why);
                     }
@@ -522,23 +545,27 @@ impl ReadModel {
                     if cache.follows_change_stream() {
                         cache.invalidate().await;
                     }
+                    at.zip(now).is_some_and(|(at, now)| at >= now)
                 }
                 Ok(None) => {
                     *resume = stream.resume_token();
-                    if !self.is_following() {
-                        if cache.follows_change_stream() {
-                            // Anything the cache holds may predate what the model now shows.
-                            cache.invalidate().await;
-                        }
-                        self.set_following(true, cache);
-                    }
-                    // Between two events: the model is exactly what the token says.
-                    if let (Some(saver), Some(token)) = (saver.as_deref_mut(), resume.as_ref()) {
-                        saver.save_if_due(self, store, token).await;
-                    }
+                    true
                 }
                 Err(e) if needs_reload(&e) => return Ended::Reload("history_lost"),
                 Err(e) => return Ended::Broken(e),
+            };
+            if caught_up && !self.is_following() {
+                if cache.follows_change_stream() {
+                    // Anything the cache holds may predate what the model now shows.
+                    cache.invalidate().await;
+                }
+                self.set_following(true, cache);
+            }
+            // Between two events: the model is exactly what the token says.
+            if let (Some(saver), Some(token)) = (saver.as_deref_mut(), resume.as_ref()) {
+                if self.is_following() {
+                    saver.save_if_due(self, store, token).await;
+                }
             }
         }
     }

@@ -55,12 +55,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     };
     let read_model = Check {
         name: "read_model".into(),
-        status: if state.model.is_loaded() {
+        status: if state.model.has_followed() {
             Status::Ok
         } else {
             Status::Unavailable
         },
-        error: (!state.model.is_loaded()).then(|| "loading the catalogue into memory".into()),
+        error: (!state.model.has_followed()).then(|| "loading the catalogue into memory".into()),
     };
     let report = Report::from_checks(vec![mongodb, indexes, read_model]);
     let status = StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::OK);
