@@ -98,6 +98,8 @@ impl Drop for System {
         let _ = self.child.wait();
         crate::reaper::untrack(self.pid);
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The run's directory too, once it holds nothing else.
+        let _ = std::fs::remove_dir(workroot());
     }
 }
 
